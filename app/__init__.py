@@ -1,0 +1,88 @@
+"""Trailmark: self-hosted email tracking for sales teams, built into the CRM."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from app.db import Database
+from app.notify import LocalNotifier, Notifier, RedisNotifier
+from app.tracking.hotpath import LinkCache, TrackingFront
+from app.tracking.spool import Spool
+from config.settings import load
+from workers import context
+from workers.queue import Jobs, RqJobs, connect_jobs
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the web application: config, parts, blueprints, error handlers."""
+    app = Flask(__name__)
+    app.config.update(load())
+    app.config.update(overrides or {})
+    _check_config(app)
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+    )
+    _init_parts(app)
+    _register_blueprints(app)
+    from app import cli, errors
+
+    errors.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def _check_config(app: Flask) -> None:
+    if not app.config.get("SECRET_KEY"):
+        raise RuntimeError(
+            "SECRET_KEY is not set. Set it to a long random value, for example the "
+            "output of: python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+
+
+def _init_parts(app: Flask) -> None:
+    db = Database(app.config["DATABASE_URL"])
+    jobs: Jobs = app.config.get("JOBS") or connect_jobs(app.config["REDIS_URL"])
+    notifier: Notifier = (
+        RedisNotifier(jobs.connection) if isinstance(jobs, RqJobs) else LocalNotifier()
+    )
+    settings = {key: app.config.get(key) for key in load()}
+    context.configure(settings, db=db, jobs=jobs, notifier=notifier)
+    app.extensions["trailmark.db"] = db
+    app.extensions["trailmark.jobs"] = jobs
+    app.extensions["trailmark.notifier"] = notifier
+    app.teardown_appcontext(lambda _exc: db.remove())
+    _init_tracking(app, db, jobs)
+
+
+def _init_tracking(app: Flask, db: Database, jobs: Jobs) -> None:
+    from workers.ingest import ingest_hits
+
+    def sink(hits: list[dict[str, Any]]) -> None:
+        jobs.enqueue(ingest_hits, hits, queue="hits")
+
+    spool = Spool(
+        app.config["SPOOL_DIR"],
+        sink,
+        interval=app.config["SPOOL_FLUSH_INTERVAL"],
+        batch_size=app.config["SPOOL_BATCH_SIZE"],
+    )
+    app.extensions["trailmark.spool"] = spool
+    front = TrackingFront(
+        app.wsgi_app, spool, LinkCache(db.engine), app.config["TRUSTED_PROXIES"]
+    )
+    app.wsgi_app = front  # type: ignore[method-assign]
+
+
+def _register_blueprints(app: Flask) -> None:
+    from app.api import bp as api_bp
+    from app.pages import bp as pages_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(pages_bp)

@@ -1,0 +1,158 @@
+"""Registering tracked messages and reading what happened to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, current_app, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from app.api import bp
+from app.api.schemas import (
+    EventListSchema,
+    MessageCreatedSchema,
+    MessageCreateSchema,
+    MessagePageSchema,
+    MessageSchema,
+    PageArgsSchema,
+)
+from app.auth import api_auth, current_user
+from app.extensions import db_session
+from app.messages import register_message
+from app.models import Event, Message, User
+from app.tracking.hotpath import client_ip
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400 that says what was wrong."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(
+            400,
+            "The request body must be a JSON object (Content-Type: application/json).",
+        )
+    return body
+
+
+def signed_in() -> User:
+    user = current_user()
+    assert user is not None
+    return user
+
+
+def own_message(public_id: str) -> Message:
+    """The caller's organisation's message, or 404 (also for anyone else's)."""
+    message = (
+        db_session()
+        .scalars(
+            select(Message).where(
+                Message.public_id == public_id, Message.org_id == signed_in().org_id
+            )
+        )
+        .first()
+    )
+    if message is None:
+        abort(404, "There is no message with this id.")
+    return message
+
+
+@bp.post("/messages")
+@api_auth
+def create_message() -> ResponseReturnValue:
+    """Register a message before it is sent; answer with its tracked HTML and text."""
+    data = MessageCreateSchema().load(json_body())
+    session = db_session()
+    registered = register_message(
+        session,
+        signed_in(),
+        data,
+        public_url=current_app.config["PUBLIC_URL"],
+        sender_ip=client_ip(request.environ, current_app.config["TRUSTED_PROXIES"]),
+    )
+    session.commit()
+    from workers.sync import message_registered
+
+    message_registered(registered.message.id)
+    body = {
+        "id": registered.message.public_id,
+        "subject": registered.message.subject,
+        "html": registered.rewritten.html,
+        "text": registered.rewritten.text,
+        "pixel_url": registered.pixel_url,
+        "links": registered.rewritten.links,
+        "sent_at": registered.message.sent_at,
+    }
+    return MessageCreatedSchema().dump(body), 201
+
+
+@bp.get("/messages")
+@api_auth
+def list_messages() -> ResponseReturnValue:
+    """The organisation's messages sent by the caller, newest first."""
+    args = PageArgsSchema().load(request.args)
+    user = signed_in()
+    where = (Message.org_id == user.org_id, Message.user_id == user.id)
+    session = db_session()
+    total = session.scalar(select(func.count()).select_from(Message).where(*where))
+    messages = session.scalars(
+        select(Message)
+        .where(*where)
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(args["per_page"])
+        .offset((args["page"] - 1) * args["per_page"])
+    ).all()
+    return MessagePageSchema().dump({"messages": messages, "total": total, **args})
+
+
+@bp.get("/messages/<public_id>")
+@api_auth
+def get_message(public_id: str) -> ResponseReturnValue:
+    return MessageSchema().dump(own_message(public_id))
+
+
+@bp.get("/messages/<public_id>/events")
+@api_auth
+def message_events(public_id: str) -> ResponseReturnValue:
+    """Every event of a message, graded, oldest first."""
+    message = own_message(public_id)
+    events = (
+        db_session()
+        .scalars(
+            select(Event)
+            .where(Event.message_id == message.id)
+            .options(selectinload(Event.link))
+            .order_by(Event.occurred_at, Event.id)
+        )
+        .all()
+    )
+    return EventListSchema().dump({"events": [event_view(e) for e in events]})
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    """An event in the shape the API documents."""
+    has_place = any((event.country, event.region, event.city))
+    return {
+        "id": event.id,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "classification": event.classification,
+        "counted": event.counted,
+        "reasons": event.reasons,
+        "implied": event.implied,
+        "possible_forward": event.possible_forward,
+        "recipient": event.recipient,
+        "recipient_label": event.recipient or "somebody",
+        "location": (
+            {"country": event.country, "region": event.region, "city": event.city}
+            if has_place
+            else None
+        ),
+        "device": {
+            "client": event.device_client,
+            "os": event.device_os,
+            "type": event.device_type,
+        },
+        "url": event.link.url if event.type == "click" and event.link else None,
+    }

@@ -1,0 +1,110 @@
+"""Live notifications: a Server-Sent Events stream, and the list behind it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from flask import Response, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from app.api import bp
+from app.api.messages import signed_in
+from app.auth import api_auth
+from app.db import Database
+from app.extensions import database, db_session, notifier
+from app.models import Message, Notification
+from app.notify import Notifier
+
+# A stream ends after this long and the browser reconnects with Last-Event-ID, so a
+# connection never holds a server thread for long and nothing is missed in between.
+STREAM_SECONDS = 25.0
+HEARTBEAT_SECONDS = 10.0
+
+
+def _view(notification: Notification, message_public_id: str) -> dict[str, object]:
+    return {
+        "id": notification.id,
+        "message_id": message_public_id,
+        "title": notification.title,
+        "body": notification.body,
+        "created_at": notification.created_at.isoformat(),
+    }
+
+
+def _after(db: Database, user_id: int, last_id: int) -> list[dict[str, object]]:
+    with db.session_factory() as session:
+        rows = session.execute(
+            select(Notification, Message.public_id)
+            .join(Message, Message.id == Notification.message_id)
+            .where(Notification.user_id == user_id, Notification.id > last_id)
+            .order_by(Notification.id)
+            .limit(100)
+        ).all()
+        return [_view(n, public_id) for n, public_id in rows]
+
+
+def _latest_id(user_id: int) -> int:
+    latest = db_session().scalar(
+        select(Notification.id)
+        .where(Notification.user_id == user_id)
+        .order_by(Notification.id.desc())
+        .limit(1)
+    )
+    return latest or 0
+
+
+def _stream(db: Database, hub: Notifier, user_id: int, last_id: int) -> Iterator[str]:
+    subscription = hub.subscribe(user_id)
+    try:
+        yield "retry: 1000\n\n"
+        deadline = time.monotonic() + STREAM_SECONDS
+        while time.monotonic() < deadline:
+            for item in _after(db, user_id, last_id):
+                last_id = int(str(item["id"]))
+                data = json.dumps(item)
+                yield f"id: {last_id}\nevent: notification\ndata: {data}\n\n"
+            if not subscription.wait(HEARTBEAT_SECONDS):
+                yield ": keep-alive\n\n"
+    finally:
+        subscription.close()
+
+
+def _start_id(user_id: int) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("after")
+    if raw and raw.isdigit():
+        return int(raw)
+    return _latest_id(user_id)
+
+
+@bp.get("/notifications/stream")
+@api_auth
+def notification_stream() -> ResponseReturnValue:
+    """New notifications as they happen (text/event-stream)."""
+    user = signed_in()
+    last_id = _start_id(user.id)
+    db_session().close()
+    body = _stream(database(), notifier(), user.id, last_id)
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return Response(body, mimetype="text/event-stream", headers=headers)
+
+
+@bp.get("/notifications")
+@api_auth
+def list_notifications() -> ResponseReturnValue:
+    """The caller's most recent notifications, newest first."""
+    user = signed_in()
+    rows = (
+        db_session()
+        .execute(
+            select(Notification, Message.public_id)
+            .join(Message, Message.id == Notification.message_id)
+            .where(Notification.user_id == user.id)
+            .order_by(Notification.id.desc())
+            .limit(50)
+        )
+        .all()
+    )
+    return {"notifications": [_view(n, public_id) for n, public_id in rows]}

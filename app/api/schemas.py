@@ -1,0 +1,148 @@
+"""The API's request and response shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+MAX_BODY = 2 * 1024 * 1024
+MAX_RECIPIENTS = 500
+
+
+class Address(fields.Email):
+    """An email address, kept as sent but compared in lower case."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        return str(super()._deserialize(value, attr, data, **kwargs)).strip()
+
+
+def _addresses(required: bool = False) -> fields.List:
+    extra: dict[str, Any] = {"required": True} if required else {"load_default": list}
+    return fields.List(
+        Address(),
+        **extra,
+        validate=validate.Length(
+            min=1 if required else 0,
+            max=MAX_RECIPIENTS,
+            error="Give between {min} and {max} addresses.",
+        ),
+    )
+
+
+class MessageCreateSchema(Schema):
+    subject = fields.String(required=True, validate=validate.Length(max=998))
+    to = _addresses(required=True)
+    cc = _addresses()
+    bcc = _addresses()
+    html = fields.String(load_default=None, validate=validate.Length(max=MAX_BODY))
+    text = fields.String(load_default=None, validate=validate.Length(max=MAX_BODY))
+    track_opens = fields.Boolean(load_default=True)
+    track_links = fields.Boolean(load_default=True)
+    track_text_links = fields.Boolean(load_default=False)
+    sent_at = fields.AwareDateTime(load_default=None, default_timezone=UTC)
+
+    @validates_schema
+    def _needs_a_body(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data.get("html") is None and data.get("text") is None:
+            raise ValidationError(
+                "Give the message's 'html', its 'text', or both.", "html"
+            )
+
+    @post_load
+    def _lower_case_duplicates(
+        self, data: dict[str, Any], **_kwargs: Any
+    ) -> dict[str, Any]:
+        for key in ("to", "cc", "bcc"):
+            data[key] = list(dict.fromkeys(data[key]))
+        return data
+
+
+class LinkSchema(Schema):
+    url = fields.String()
+    tracked_url = fields.String()
+
+
+class MessageCreatedSchema(Schema):
+    id = fields.String()
+    subject = fields.String()
+    html = fields.String(allow_none=True)
+    text = fields.String(allow_none=True)
+    pixel_url = fields.String(allow_none=True)
+    links = fields.List(fields.Nested(LinkSchema))
+    sent_at = fields.DateTime()
+
+
+class MessageSchema(Schema):
+    id = fields.String(attribute="public_id")
+    subject = fields.String()
+    to = fields.List(fields.String())
+    cc = fields.List(fields.String())
+    bcc = fields.List(fields.String())
+    recipients = fields.List(fields.String())
+    sent_at = fields.DateTime()
+    opens = fields.Integer(attribute="open_count")
+    clicks = fields.Integer(attribute="click_count")
+    first_opened_at = fields.DateTime(attribute="first_open_at", allow_none=True)
+    last_opened_at = fields.DateTime(attribute="last_open_at", allow_none=True)
+    replied_at = fields.DateTime(allow_none=True)
+    track_opens = fields.Boolean()
+    track_links = fields.Boolean()
+
+
+class MessagePageSchema(Schema):
+    messages = fields.List(fields.Nested(MessageSchema))
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+
+
+class PageArgsSchema(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=25, validate=validate.Range(min=1, max=100))
+
+
+class LocationSchema(Schema):
+    country = fields.String(allow_none=True)
+    region = fields.String(allow_none=True)
+    city = fields.String(allow_none=True)
+
+
+class DeviceSchema(Schema):
+    client = fields.String(allow_none=True)
+    os = fields.String(allow_none=True)
+    type = fields.String()
+
+
+class EventSchema(Schema):
+    id = fields.Integer()
+    type = fields.String()
+    occurred_at = fields.DateTime()
+    classification = fields.String()
+    counted = fields.Boolean()
+    reasons = fields.List(fields.String())
+    implied = fields.Boolean()
+    possible_forward = fields.Boolean()
+    recipient = fields.String(allow_none=True)
+    recipient_label = fields.String()
+    location = fields.Nested(LocationSchema, allow_none=True)
+    device = fields.Nested(DeviceSchema)
+    url = fields.String(allow_none=True)
+
+
+class EventListSchema(Schema):
+    events = fields.List(fields.Nested(EventSchema))
+
+
+class ErrorSchema(Schema):
+    error = fields.String()
+    message = fields.String()
+    field_errors = fields.Dict(data_key="fields")

@@ -1,0 +1,132 @@
+"""Who is asking: API bearer tokens and signed-in page sessions."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import abort, g, redirect, request, session, url_for
+from sqlalchemy import select
+from werkzeug.security import check_password_hash
+
+from app.extensions import db_session
+from app.models import ApiToken, User, utcnow
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TOKEN_PREFIX = "tm_"  # noqa: S105 (a prefix, not a secret)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(user: User, label: str | None = None) -> tuple[ApiToken, str]:
+    """A new API token for a user; the plain token is returned once, never stored."""
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return ApiToken(user=user, token_hash=hash_token(plain), label=label), plain
+
+
+def user_from_bearer() -> User | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    found = (
+        db_session()
+        .scalars(
+            select(ApiToken).where(
+                ApiToken.token_hash == hash_token(token.strip()),
+                ApiToken.revoked_at.is_(None),
+            )
+        )
+        .first()
+    )
+    if found is None:
+        return None
+    found.last_used_at = utcnow()
+    return found.user
+
+
+def user_from_session() -> User | None:
+    user_id = session.get("user_id")
+    return db_session().get(User, user_id) if isinstance(user_id, int) else None
+
+
+def current_user() -> User | None:
+    if "user" not in g:
+        g.user = user_from_bearer() or user_from_session()
+    user: User | None = g.user
+    return user
+
+
+def api_auth(view: F) -> F:
+    """Require a bearer token (or a signed-in session) for an API view."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current_user() is None:
+            abort(
+                401,
+                "Send an API token as 'Authorization: Bearer <token>'. "
+                "Create one with: flask --app app user create EMAIL --org NAME",
+            )
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def login_required(view: F) -> F:
+    """Send visitors who are not signed in to the sign-in page."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if user_from_session() is None:
+            return redirect(url_for("pages.login", next=request.full_path))
+        g.user = user_from_session()
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def admin_required(view: F) -> F:
+    """Pages for organisation admins only."""
+
+    @login_required
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not g.user.is_admin:
+            abort(403, "Only an administrator of your organisation can open this page.")
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def authenticate(email: str, password: str) -> User | None:
+    user = db_session().scalars(select(User).where(User.email == email.lower())).first()
+    if user is None or not user.password_hash:
+        # Spend the same time as a real check, so timing does not reveal accounts.
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    return user if check_password_hash(user.password_hash, password) else None
+
+
+_DUMMY_HASH = "scrypt:32768:8:1$abcdefghijklmnop$" + "0" * 128
+
+
+def csrf_token() -> str:
+    """The session's token for forms; created on first use."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return str(session["csrf"])
+
+
+def check_csrf() -> None:
+    """Refuse a form post that does not carry the session's token."""
+    sent = request.form.get("csrf_token", "")
+    if not hmac.compare_digest(sent, session.get("csrf", "")) or not sent:
+        abort(400, "This form has expired. Go back, reload the page and try again.")

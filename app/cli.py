@@ -1,0 +1,103 @@
+"""Command-line tasks: users and tokens, database migrations."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from alembic.config import Config
+from flask import Flask, current_app
+from sqlalchemy import select
+from werkzeug.security import generate_password_hash
+
+from app.auth import issue_token
+from app.extensions import db_session
+from app.models import Organization, User
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+
+
+def alembic_config(url: str) -> Config:
+    """The Alembic configuration for a database URL."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["database_url"] = url
+    return config
+
+
+@click.group("user")
+def user_cli() -> None:
+    """Manage users."""
+
+
+@user_cli.command("create")
+@click.argument("email")
+@click.option("--org", "org_name", required=True, help="Organisation (created if new).")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@click.option("--password", help="Password for the web pages (optional).")
+@click.option("--name", help="Display name.")
+def create_user(
+    email: str, org_name: str, admin: bool, password: str | None, name: str | None
+) -> None:
+    """Create a user and print an API token on the last line."""
+    session = db_session()
+    email = email.strip().lower()
+    if "@" not in email:
+        raise click.BadParameter(
+            "give an email address, like ann@example.com", param_hint="EMAIL"
+        )
+    if session.scalars(select(User).where(User.email == email)).first():
+        raise click.ClickException(f"A user with the email {email} already exists.")
+    org = session.scalars(
+        select(Organization).where(Organization.name == org_name)
+    ).first()
+    if org is None:
+        org = Organization(name=org_name)
+        session.add(org)
+        click.echo(f"Created organisation {org_name}")
+    user = User(
+        organization=org,
+        email=email,
+        name=name,
+        is_admin=admin,
+        password_hash=generate_password_hash(password) if password else None,
+    )
+    token, plain = issue_token(user, label="created with the CLI")
+    session.add_all([user, token])
+    session.commit()
+    click.echo(f"Created {'admin ' if admin else ''}user {email} in {org_name}")
+    click.echo(plain)
+
+
+@user_cli.command("token")
+@click.argument("email")
+def new_token(email: str) -> None:
+    """Issue another API token for a user; printed on the last line."""
+    session = db_session()
+    user = session.scalars(select(User).where(User.email == email.lower())).first()
+    if user is None:
+        raise click.ClickException(f"There is no user with the email {email}.")
+    token, plain = issue_token(user, label="issued with the CLI")
+    session.add(token)
+    session.commit()
+    click.echo(plain)
+
+
+@click.group("db")
+def db_cli() -> None:
+    """Database schema migrations."""
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Bring the schema up to date (the release step)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(current_app.config["DATABASE_URL"]), revision)
+    click.echo("Database schema is up to date.")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(user_cli)
+    app.cli.add_command(db_cli)

@@ -1,0 +1,73 @@
+"""Registering a message for tracking: tokens, rewriting, storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.models import Link, Message, User
+from app.tracking.hotpath import LINK_PREFIX, PIXEL_PREFIX
+from app.tracking.rewrite import Rewritten, rewrite
+from app.tracking.tokens import new_token
+
+
+@dataclass(frozen=True)
+class Registered:
+    message: Message
+    rewritten: Rewritten
+    pixel_url: str | None
+
+
+def pixel_url(public_url: str, token: str) -> str:
+    return f"{public_url}{PIXEL_PREFIX}{token}.gif"
+
+
+def link_url(public_url: str, token: str) -> str:
+    return f"{public_url}{LINK_PREFIX}{token}"
+
+
+def register_message(
+    session: Session,
+    user: User,
+    data: dict[str, Any],
+    *,
+    public_url: str,
+    sender_ip: str | None,
+) -> Registered:
+    """Store a message and return its HTML and text with tracking added."""
+    message = Message(
+        public_id=new_token(),
+        org_id=user.org_id,
+        user_id=user.id,
+        token=new_token(),
+        subject=data["subject"],
+        to=data["to"],
+        cc=data.get("cc", []),
+        bcc=data.get("bcc", []),
+        sent_at=data.get("sent_at") or datetime.now(UTC),
+        track_opens=data.get("track_opens", True),
+        track_links=data.get("track_links", True),
+        sender_ip=sender_ip,
+    )
+    session.add(message)
+    links: list[Link] = []
+
+    def link_for(destination: str) -> str:
+        link = Link(token=new_token(), url=destination, position=len(links))
+        links.append(link)
+        return link_url(public_url, link.token)
+
+    pixel = pixel_url(public_url, message.token) if message.track_opens else None
+    rewritten = rewrite(
+        data.get("html"),
+        data.get("text"),
+        pixel_url=pixel,
+        link_for=link_for if message.track_links else None,
+        rewrite_text_links=message.track_links and data.get("track_text_links", False),
+    )
+    message.links = links
+    session.flush()
+    return Registered(message, rewritten, pixel)

@@ -1,0 +1,144 @@
+"""Views of the pages; the work is done in app.messages, app.presenters and workers."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import abort, g, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app import presenters
+from app.auth import (
+    admin_required,
+    authenticate,
+    check_csrf,
+    csrf_token,
+    login_required,
+)
+from app.extensions import db_session
+from app.models import CrmConnection, Event, Message
+from app.pages import bp
+from app.pages.chart import open_bars
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, object]:
+    return {"csrf_token": csrf_token, "p": presenters}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths, so the sign-in page cannot redirect elsewhere."""
+    if not target or urlsplit(target).netloc or not target.startswith("/"):
+        return url_for("pages.inbox")
+    return "/" + target.lstrip("/\\")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    error = None
+    if request.method == "POST":
+        check_csrf()
+        user = authenticate(
+            request.form.get("email", ""), request.form.get("password", "")
+        )
+        if user is not None:
+            session.clear()
+            session["user_id"] = user.id
+            return redirect(_safe_next(request.args.get("next")))
+        error = "That email and password do not match an account."
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    check_csrf()
+    session.clear()
+    return redirect(url_for("pages.login"))
+
+
+def _inbox_messages() -> list[tuple[Message, Event | None]]:
+    messages = (
+        db_session()
+        .scalars(
+            select(Message)
+            .where(Message.user_id == g.user.id, Message.org_id == g.user.org_id)
+            .order_by(Message.sent_at.desc(), Message.id.desc())
+            .limit(100)
+        )
+        .all()
+    )
+    latest_ids = [m.last_event_id for m in messages if m.last_event_id]
+    latest = {
+        e.id: e
+        for e in db_session().scalars(select(Event).where(Event.id.in_(latest_ids)))
+    }
+    return [(m, latest.get(m.last_event_id or 0)) for m in messages]
+
+
+@bp.get("/")
+@login_required
+def inbox() -> ResponseReturnValue:
+    return render_template("inbox.html", rows=_inbox_messages())
+
+
+@bp.get("/inbox/rows")
+@login_required
+def inbox_rows() -> ResponseReturnValue:
+    return render_template("_inbox_rows.html", rows=_inbox_messages())
+
+
+def _message_and_events(public_id: str) -> tuple[Message, list[Event]]:
+    message = (
+        db_session()
+        .scalars(
+            select(Message).where(
+                Message.public_id == public_id, Message.org_id == g.user.org_id
+            )
+        )
+        .first()
+    )
+    if message is None:
+        abort(404, "There is no such message in your organisation.")
+    events = (
+        db_session()
+        .scalars(
+            select(Event)
+            .where(Event.message_id == message.id)
+            .options(selectinload(Event.link))
+            .order_by(Event.occurred_at.desc(), Event.id.desc())
+        )
+        .all()
+    )
+    return message, list(events)
+
+
+@bp.get("/messages/<public_id>")
+@login_required
+def message(public_id: str) -> ResponseReturnValue:
+    message, events = _message_and_events(public_id)
+    bars = open_bars(events, message.sent_at)
+    return render_template("message.html", message=message, events=events, bars=bars)
+
+
+@bp.get("/messages/<public_id>/timeline")
+@login_required
+def timeline(public_id: str) -> ResponseReturnValue:
+    message, events = _message_and_events(public_id)
+    bars = open_bars(events, message.sent_at)
+    return render_template("_timeline.html", message=message, events=events, bars=bars)
+
+
+@bp.get("/settings")
+@admin_required
+def settings() -> ResponseReturnValue:
+    """The organisation's settings: CRM connections and privacy."""
+    connections = (
+        db_session()
+        .scalars(select(CrmConnection).where(CrmConnection.org_id == g.user.org_id))
+        .all()
+    )
+    return render_template(
+        "settings.html", org=g.user.organization, connections=connections
+    )

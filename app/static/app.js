@@ -1,0 +1,64 @@
+// Live notifications: a Server-Sent Events stream, shown as popups (and as desktop
+// notifications when the user allows them); open pages refresh their live parts.
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  var toasts = document.getElementById("toasts");
+
+  function toast(item) {
+    var box = document.createElement("div");
+    box.className = "toast";
+    box.setAttribute("role", "status");
+    var title = document.createElement("strong");
+    title.textContent = item.title;
+    var body = document.createElement("span");
+    body.textContent = item.body;
+    var link = document.createElement("a");
+    link.href = "/messages/" + encodeURIComponent(item.message_id);
+    link.textContent = " View";
+    box.append(title, body, link);
+    toasts.append(box);
+    setTimeout(function () { box.remove(); }, 12000);
+  }
+
+  function desktop(item) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    new Notification(item.title, { body: item.body, tag: "trailmark-" + item.id });
+  }
+
+  function refresh(selector, attribute) {
+    var el = document.querySelector(selector);
+    if (!el) return;
+    var target = el.id === "timeline" ? el : document.getElementById("inbox-rows");
+    fetch(el.getAttribute(attribute), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) { target.innerHTML = html; })
+      .catch(function () {});
+  }
+
+  function onNotification(event) {
+    var item = JSON.parse(event.data);
+    toast(item);
+    desktop(item);
+    refresh("[data-live-rows]", "data-live-rows");
+    var timeline = document.querySelector("[data-live-timeline]");
+    if (timeline && timeline.dataset.message === item.message_id) {
+      refresh("[data-live-timeline]", "data-live-timeline");
+    }
+  }
+
+  var stream = new EventSource(script.dataset.stream);
+  stream.addEventListener("notification", onNotification);
+  document.documentElement.dataset.stream = "connecting";
+  stream.addEventListener("open", function () {
+    document.documentElement.dataset.stream = "open";
+  });
+
+  var button = document.getElementById("enable-desktop");
+  if (button && "Notification" in window && Notification.permission === "default") {
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      Notification.requestPermission().then(function () { button.hidden = true; });
+    });
+  }
+})();

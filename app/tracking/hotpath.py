@@ -1,0 +1,221 @@
+"""The pixel and link endpoints, as a bare WSGI layer in front of the Flask app.
+
+These two URLs take nearly all of the traffic, and a Flask dispatch costs far more than
+what they need to do: note the hit in the spool and answer. Everything else (looking up
+the message, enrichment, grading, storage, notifications) happens in a worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Engine, select
+
+from app.models import Link
+from app.tracking.spool import Spool
+from app.tracking.tokens import is_token
+
+logger = logging.getLogger(__name__)
+
+PIXEL_PREFIX = "/o/"
+LINK_PREFIX = "/c/"
+
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+_PIXEL_HEADERS = [
+    ("Content-Type", "image/gif"),
+    ("Content-Length", str(len(GIF))),
+    ("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0, private"),
+    ("Pragma", "no-cache"),
+    ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+
+_NOT_FOUND = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Link not found</title>"
+    b"<body style='font-family:system-ui,sans-serif;max-width:32em;margin:4em auto'>"
+    b"<h1>This link is not valid</h1><p>The address may be incomplete or mistyped. "
+    b"Please use the link exactly as it appears in the email.</p></body></html>"
+)
+_UNAVAILABLE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Try again</title>"
+    b"<body style='font-family:system-ui,sans-serif;max-width:32em;margin:4em auto'>"
+    b"<h1>This link is briefly unavailable</h1><p>Please try again in a moment."
+    b"</p></body></html>"
+)
+
+# Only the headers that grading may use are kept from a hit.
+_KEPT_HEADERS = {
+    "HTTP_ACCEPT": "accept",
+    "HTTP_ACCEPT_LANGUAGE": "accept-language",
+    "HTTP_REFERER": "referer",
+    "HTTP_VIA": "via",
+    "HTTP_FROM": "from",
+    "HTTP_SEC_FETCH_SITE": "sec-fetch-site",
+    "HTTP_SEC_PURPOSE": "sec-purpose",
+    "HTTP_PURPOSE": "purpose",
+}
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class LinkCache:
+    """Token-to-destination lookups, cached: a tracked link never changes."""
+
+    def __init__(self, engine: Engine, size: int = 100_000) -> None:
+        self.engine = engine
+        self.size = size
+        self._cache: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def destination(self, token: str) -> str | None:
+        """The URL recorded for a link token, or None when there is no such link."""
+        with self._lock:
+            if token in self._cache:
+                self._cache.move_to_end(token)
+                return self._cache[token]
+        with self.engine.connect() as conn:
+            url = conn.execute(select(Link.url).where(Link.token == token)).scalar()
+        if url is not None:
+            with self._lock:
+                self._cache[token] = url
+                if len(self._cache) > self.size:
+                    self._cache.popitem(last=False)
+        return url
+
+
+def client_ip(environ: dict[str, Any], trusted_proxies: int) -> str | None:
+    """The client's address: the socket's, or X-Forwarded-For's as far as trusted."""
+    remote = environ.get("REMOTE_ADDR") or None
+    if trusted_proxies <= 0:
+        return remote
+    forwarded = [
+        part.strip()
+        for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if part.strip()
+    ]
+    if len(forwarded) >= trusted_proxies:
+        return forwarded[-trusted_proxies]
+    return forwarded[0] if forwarded else remote
+
+
+class TrackingFront:
+    """Answers pixel and link requests itself and passes everything else on."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        spool: Spool,
+        links: LinkCache,
+        trusted_proxies: int = 0,
+    ) -> None:
+        self.app = app
+        self.spool = spool
+        self.links = links
+        self.trusted_proxies = trusted_proxies
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        if path.startswith(PIXEL_PREFIX):
+            return self.pixel(environ, start_response, path[len(PIXEL_PREFIX) :])
+        if path.startswith(LINK_PREFIX):
+            return self.click(environ, start_response, path[len(LINK_PREFIX) :])
+        return self.app(environ, start_response)
+
+    def pixel(
+        self, environ: dict[str, Any], start_response: StartResponse, tail: str
+    ) -> Iterable[bytes]:
+        """Always the image; the hit is noted when the token has the right shape."""
+        token = tail.removesuffix(".gif")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if is_token(token):
+            try:
+                self.spool.append(self._hit(environ, "open", token, method))
+            except Exception:
+                # The reader still gets the image; the failure is the operator's to see.
+                logger.exception("pixel hit could not be spooled")
+        start_response("200 OK", list(_PIXEL_HEADERS))
+        return [] if method == "HEAD" else [GIF]
+
+    def click(
+        self, environ: dict[str, Any], start_response: StartResponse, token: str
+    ) -> Iterable[bytes]:
+        """A redirect to exactly the recorded destination, or a page saying why not."""
+        if not is_token(token):
+            return _page(start_response, "404 Not Found", _NOT_FOUND)
+        try:
+            url = self.links.destination(token)
+        except Exception:
+            logger.exception("link lookup failed")
+            return _page(start_response, "503 Service Unavailable", _UNAVAILABLE)
+        if url is None:
+            return _page(start_response, "404 Not Found", _NOT_FOUND)
+        method = environ.get("REQUEST_METHOD", "GET")
+        hit = self._hit(environ, "click", token, method)
+        try:
+            self.spool.append(hit)
+        except Exception:
+            logger.exception("click hit could not be spooled")
+        start_response(
+            "302 Found",
+            [
+                ("Location", _header_safe(url)),
+                ("Cache-Control", "no-store"),
+                ("Referrer-Policy", "no-referrer"),
+                ("Content-Length", "0"),
+            ],
+        )
+        return []
+
+    def _hit(
+        self, environ: dict[str, Any], kind: str, token: str, method: str
+    ) -> dict[str, Any]:
+        headers = {
+            name: environ[key][:512]
+            for key, name in _KEPT_HEADERS.items()
+            if key in environ
+        }
+        return {
+            "id": uuid.uuid4().hex,
+            "kind": kind,
+            "token": token,
+            "at": time.time(),
+            "ip": client_ip(environ, self.trusted_proxies),
+            "ua": environ.get("HTTP_USER_AGENT", "")[:1024],
+            "method": method,
+            "headers": headers,
+        }
+
+
+_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def _header_safe(url: str) -> str:
+    """The URL as a header value, escaped as a browser would escape it."""
+    # Printable ASCII passes unchanged (existing escapes included), so the browser
+    # lands on exactly the URL it would have followed from the email.
+    return quote(url, safe=_URL_SAFE)
+
+
+def _page(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:
+    start_response(
+        status,
+        [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [body]

@@ -1,0 +1,231 @@
+"""A durable, per-process spool of raw hits, shipped to the queue in batches.
+
+The tracking endpoints answer only after a hit is appended to a local file with
+O_APPEND (about a microsecond), so no answered hit is lost when Redis is down or a web
+process is killed. A background thread reads the file from its last shipped offset and
+hands complete lines on in batches; the offset is saved only after the batch is
+accepted, so a crash can ship a batch twice but never lose one (the worker stores each
+hit id once).
+
+Each process writes its own file and holds an exclusive ``flock`` on it. A file whose
+lock can be taken belongs to a dead process: any live process ships its remainder and
+deletes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[list[dict[str, Any]]], None]
+
+_ROTATE_BYTES = 32 * 1024 * 1024
+
+
+class SpoolFile:
+    """One spool file and the offset up to which it has been shipped."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.offset = _read_offset(path)
+
+    def pending(self, limit: int) -> tuple[list[bytes], int]:
+        """Up to ``limit`` whole lines after the shipped offset, and the new offset."""
+        size = os.fstat(self.fd).st_size
+        if size <= self.offset:
+            return [], self.offset
+        chunk = os.pread(self.fd, min(size - self.offset, 4 * 1024 * 1024), self.offset)
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return [], self.offset
+        lines = chunk[: end + 1].splitlines()[:limit]
+        consumed = sum(len(line) + 1 for line in lines)
+        return lines, self.offset + consumed
+
+    def commit(self, offset: int) -> None:
+        """Remember that everything before ``offset`` has been shipped."""
+        self.offset = offset
+        tmp = f"{self.path}.offset.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(str(offset))
+        os.replace(tmp, f"{self.path}.offset")
+
+    def drained(self) -> bool:
+        return os.fstat(self.fd).st_size <= self.offset
+
+    def remove(self) -> None:
+        for path in (self.path, f"{self.path}.offset"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        os.close(self.fd)
+
+
+def _read_offset(path: str) -> int:
+    try:
+        with open(f"{path}.offset") as fh:
+            return int(fh.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def decode(lines: list[bytes]) -> list[dict[str, Any]]:
+    """Parse spooled lines, skipping any torn or corrupt one."""
+    hits = []
+    for line in lines:
+        try:
+            hits.append(json.loads(line))
+        except ValueError:
+            logger.warning("spool skipped an unreadable line bytes=%d", len(line))
+    return hits
+
+
+class Spool:
+    """Appends hits to this process's file and ships them from a background thread."""
+
+    def __init__(
+        self,
+        directory: str,
+        sink: Sink,
+        *,
+        interval: float = 0.05,
+        batch_size: int = 1000,
+    ) -> None:
+        self.directory = directory
+        self.sink = sink
+        self.interval = interval
+        self.batch_size = batch_size
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._current: SpoolFile | None = None
+        self._stopping = False
+
+    def append(self, hit: dict[str, Any]) -> None:
+        """Durably record one hit before the request is answered."""
+        if self._pid != os.getpid():
+            self._start()
+        line = json.dumps(hit, separators=(",", ":")).encode() + b"\n"
+        assert self._current is not None
+        os.write(self._current.fd, line)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            os.makedirs(self.directory, exist_ok=True)
+            self._current = self._open_new()
+            self._pid = os.getpid()
+            self._stopping = False
+            thread = threading.Thread(target=self._run, name="spool", daemon=True)
+            thread.start()
+
+    def _open_new(self) -> SpoolFile:
+        name = f"hits-{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.log"
+        path = os.path.join(self.directory, name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return SpoolFile(path, fd)
+
+    def _run(self) -> None:
+        backoff = self.interval
+        next_orphan_scan = 0.0
+        while not self._stopping:
+            try:
+                if time.monotonic() >= next_orphan_scan:
+                    self.ship_orphans()
+                    next_orphan_scan = time.monotonic() + 5.0
+                self._ship_current()
+                backoff = self.interval
+            except Exception:
+                logger.warning(
+                    "spool could not ship hits, will retry in %.1fs",
+                    backoff,
+                    exc_info=True,
+                )
+                backoff = min(backoff * 2 or 0.1, 5.0)
+            self._wake.wait(backoff)
+            self._wake.clear()
+
+    def flush(self) -> None:
+        """Ship everything spooled so far, in the calling thread."""
+        with self._lock:
+            if self._current is not None:
+                self._drain(self._current)
+
+    def _ship_current(self) -> None:
+        with self._lock:
+            current = self._current
+            if current is None:
+                return
+            self._drain(current)
+            if current.offset >= _ROTATE_BYTES and current.drained():
+                self._current = self._open_new()
+                current.remove()
+
+    def _drain(self, spool_file: SpoolFile) -> int:
+        shipped = 0
+        while True:
+            lines, offset = spool_file.pending(self.batch_size)
+            if not lines:
+                return shipped
+            hits = decode(lines)
+            if hits:
+                self.sink(hits)
+            spool_file.commit(offset)
+            shipped += len(hits)
+
+    def ship_orphans(self) -> int:
+        """Ship and delete the files of processes that died; return hits shipped."""
+        shipped = 0
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name)
+            if not name.endswith(".log") or (
+                self._current is not None and path == self._current.path
+            ):
+                continue
+            shipped += self._ship_orphan(path)
+        return shipped
+
+    def _ship_orphan(self, path: str) -> int:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return 0
+        orphan = SpoolFile(path, fd)
+        try:
+            shipped = self._drain(orphan)
+        except BaseException:
+            os.close(fd)
+            raise
+        # A line cut short by a crash has no newline; it can never complete.
+        torn = os.fstat(fd).st_size - orphan.offset
+        if torn > 0:
+            logger.warning("spool dropped a torn line bytes=%d", torn)
+        logger.info("spool recovered hits=%d of a stopped process", shipped)
+        orphan.remove()
+        return shipped
+
+    def stop(self) -> None:
+        """Stop the shipping thread after one last flush."""
+        self._stopping = True
+        self._wake.set()
+        try:
+            self.flush()
+        except Exception:
+            logger.warning("spool left hits for the next start", exc_info=True)

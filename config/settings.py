@@ -1,0 +1,59 @@
+"""Configuration in layers: safe defaults here, overridden by environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE_URL": "sqlite:///var/trailmark.sqlite3",
+    "REDIS_URL": "",
+    "SECRET_KEY": "",
+    "PUBLIC_URL": "http://127.0.0.1:5000",
+    "TRUSTED_PROXIES": 0,
+    "GEOIP_CITY_DB": "",
+    "GEOIP_ASN_DB": "",
+    "SPOOL_DIR": "var/spool",
+    # Hits are shipped to the queue in batches at most this often (seconds).
+    "SPOOL_FLUSH_INTERVAL": 0.05,
+    "SPOOL_BATCH_SIZE": 1000,
+    "TOKEN_ENCRYPTION_KEYS": "",
+    "SESSION_COOKIE_SECURE": False,
+    "SALESFORCE_CLIENT_ID": "",
+    "SALESFORCE_CLIENT_SECRET": "",
+    "SALESFORCE_LOGIN_URL": "https://login.salesforce.com",
+    "SALESFORCE_CA_BUNDLE": "",
+    "HUBSPOT_CLIENT_ID": "",
+    "HUBSPOT_CLIENT_SECRET": "",
+    "HUBSPOT_API_URL": "https://api.hubapi.com",
+    "HUBSPOT_AUTHORIZE_URL": "https://app.hubspot.com/oauth/authorize",
+}
+
+_INTS = {"TRUSTED_PROXIES", "SPOOL_BATCH_SIZE"}
+_FLOATS = {"SPOOL_FLUSH_INTERVAL"}
+_BOOLS = {"SESSION_COOKIE_SECURE"}
+
+
+def _coerce(key: str, raw: str) -> Any:
+    if key in _INTS:
+        return int(raw)
+    if key in _FLOATS:
+        return float(raw)
+    if key in _BOOLS:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return raw
+
+
+def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the settings: defaults, then any environment variable of the same name."""
+    env = os.environ if environ is None else environ
+    settings = dict(DEFAULTS)
+    for key in DEFAULTS:
+        if key in env:
+            try:
+                settings[key] = _coerce(key, env[key])
+            except ValueError as exc:
+                raise ValueError(f"{key} must be a number, got {env[key]!r}") from exc
+    settings["PUBLIC_URL"] = str(settings["PUBLIC_URL"]).rstrip("/")
+    return settings

@@ -1,0 +1,319 @@
+"""Turn raw hits into stored, graded events and live notifications.
+
+One job takes a batch of hits (RQ forks per job, so one job per hit would cost more
+than the work). The job is safe to run twice: each hit id is stored once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.models import Event, Link, Message, Notification, Organization, as_utc
+from app.presenters import describe_event
+from workers.context import WorkerContext, current
+from workers.enrich import Location
+from workers.grading import (
+    Grade,
+    HitFacts,
+    MessageFacts,
+    PriorEvent,
+    grade,
+    network_prefix,
+)
+
+logger = logging.getLogger(__name__)
+
+# How many earlier events of a message grading looks back over (bursts, forwards).
+HISTORY_DEPTH = 200
+
+
+@dataclass
+class _Target:
+    message: Message
+    org: Organization
+    link: Link | None
+
+
+def ingest_hits(hits: list[dict[str, Any]]) -> int:
+    """Store a batch of raw hits as events; return how many were new."""
+    ctx = current()
+    with ctx.db.begin() as session:
+        targets = _targets(session, hits)
+        history = _history(session, {t.message.id for t in targets.values()})
+        rows = _event_rows(ctx, hits, targets, history)
+        inserted = _insert(session, rows)
+        notified = _after_insert(session, inserted, targets)
+    for user_id in notified:
+        ctx.notifier.publish(user_id)
+    _hand_on(ctx, inserted)
+    logger.info("ingested hits=%d new_events=%d", len(hits), len(inserted))
+    return len(inserted)
+
+
+def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Target]:
+    """Map each hit's token to its message (and link), skipping unknown tokens."""
+    open_tokens = {h["token"] for h in hits if h.get("kind") == "open"}
+    link_tokens = {h["token"] for h in hits if h.get("kind") == "click"}
+    targets: dict[str, _Target] = {}
+    if open_tokens:
+        query = (
+            select(Message, Organization)
+            .join(Organization, Organization.id == Message.org_id)
+            .where(Message.token.in_(open_tokens), Message.track_opens.is_(True))
+        )
+        for message, org in session.execute(query):
+            targets[message.token] = _Target(message, org, None)
+    if link_tokens:
+        clicks = (
+            select(Message, Organization, Link)
+            .join(Organization, Organization.id == Message.org_id)
+            .join(Link, Link.message_id == Message.id)
+            .where(Link.token.in_(link_tokens))
+        )
+        for message, org, link in session.execute(clicks):
+            targets[link.token] = _Target(message, org, link)
+    return targets
+
+
+def _history(session: Session, message_ids: set[int]) -> dict[int, list[PriorEvent]]:
+    """The most recent earlier events of each message, oldest first."""
+    history: dict[int, list[PriorEvent]] = defaultdict(list)
+    if not message_ids:
+        return history
+    ranked = (
+        select(
+            Event,
+            func.row_number()
+            .over(partition_by=Event.message_id, order_by=Event.occurred_at.desc())
+            .label("rank"),
+        )
+        .where(Event.message_id.in_(message_ids))
+        .subquery()
+    )
+    query = select(ranked).where(ranked.c.rank <= HISTORY_DEPTH)
+    for row in session.execute(query.order_by(ranked.c.occurred_at)):
+        history[row.message_id].append(
+            PriorEvent(
+                kind=row.type,
+                at=as_utc(row.occurred_at) or datetime.now(UTC),
+                classification=row.classification,
+                ip_prefix=row.ip_prefix,
+                asn=row.asn,
+                link_id=row.link_id,
+            )
+        )
+    return history
+
+
+def _event_rows(
+    ctx: WorkerContext,
+    hits: Sequence[dict[str, Any]],
+    targets: dict[str, _Target],
+    history: dict[int, list[PriorEvent]],
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for hit in sorted(hits, key=lambda h: h.get("at", 0)):
+        target = targets.get(hit.get("token", ""))
+        if target is None:
+            continue
+        rows.extend(_rows_for_hit(ctx, hit, target, history[target.message.id]))
+    return rows
+
+
+def _rows_for_hit(
+    ctx: WorkerContext, hit: dict[str, Any], target: _Target, past: list[PriorEvent]
+) -> list[dict[str, Any]]:
+    """The hit's event, preceded by an implied open for a click with none before it."""
+    facts = _facts(ctx, hit, target)
+    message = target.message
+    message_facts = MessageFacts(
+        sent_at=as_utc(message.sent_at) or facts.at,
+        sender_ip=message.sender_ip,
+        recipient_count=len(message.recipients),
+    )
+    verdict = grade(facts, message_facts, past)
+    rows = []
+    if facts.kind == "click" and not any(p.kind == "open" for p in past):
+        rows.append(_row(ctx, hit, target, facts, verdict, kind="open", implied=True))
+        past.append(_prior(facts, verdict, "open"))
+    rows.append(_row(ctx, hit, target, facts, verdict, kind=facts.kind, implied=False))
+    past.append(_prior(facts, verdict, facts.kind))
+    return rows
+
+
+def _facts(ctx: WorkerContext, hit: dict[str, Any], target: _Target) -> HitFacts:
+    ip = hit.get("ip")
+    return HitFacts(
+        kind="click" if hit.get("kind") == "click" else "open",
+        at=datetime.fromtimestamp(float(hit.get("at", 0)), UTC),
+        method=str(hit.get("method", "GET")).upper(),
+        ip=ip,
+        network=ctx.enricher.network(ip),
+        device=ctx.enricher.device(hit.get("ua")),
+        link_id=target.link.id if target.link else None,
+    )
+
+
+def _prior(facts: HitFacts, verdict: Grade, kind: str) -> PriorEvent:
+    return PriorEvent(
+        kind=kind,
+        at=facts.at,
+        classification=verdict.classification,
+        ip_prefix=network_prefix(facts.ip),
+        asn=facts.network.asn if facts.network else None,
+        link_id=facts.link_id,
+    )
+
+
+def _row(
+    ctx: WorkerContext,
+    hit: dict[str, Any],
+    target: _Target,
+    facts: HitFacts,
+    verdict: Grade,
+    *,
+    kind: str,
+    implied: bool,
+) -> dict[str, Any]:
+    org = target.org
+    message = target.message
+    recipients = message.recipients
+    is_proxy = verdict.classification == "proxy"
+    location = None if is_proxy else ctx.enricher.location(facts.ip)
+    device = facts.device
+    return {
+        "hit_id": hit["id"] + ("i" if implied else ""),
+        "message_id": message.id,
+        "link_id": facts.link_id if kind == "click" else None,
+        "type": kind,
+        "occurred_at": facts.at,
+        "received_at": datetime.now(UTC),
+        "classification": verdict.classification,
+        "counted": verdict.counted,
+        "reasons": [*verdict.reasons, *(["implied-by-click"] if implied else [])],
+        "implied": implied,
+        "possible_forward": verdict.possible_forward,
+        "recipient": recipients[0] if len(recipients) == 1 else None,
+        "method": facts.method,
+        "ip": _kept_ip(org.ip_policy, facts.ip),
+        "ip_prefix": network_prefix(facts.ip) if org.ip_policy != "none" else None,
+        "user_agent": (hit.get("ua") or None),
+        "asn": facts.network.asn if facts.network else None,
+        "network": facts.network.org if facts.network else None,
+        "device_client": device.client,
+        "device_os": None if is_proxy else device.os,
+        "device_type": "unknown" if is_proxy else device.type,
+        **_kept_location(org.location_precision, location),
+    }
+
+
+def _kept_ip(policy: str, ip: str | None) -> str | None:
+    """The address as the organisation's privacy setting keeps it."""
+    if ip is None or policy == "none":
+        return None
+    if policy == "full":
+        return ip
+    prefix = network_prefix(ip)
+    return str(ipaddress.ip_network(prefix).network_address) if prefix else None
+
+
+def _kept_location(precision: str, location: Location | None) -> dict[str, Any]:
+    if location is None:
+        return {"country": None, "country_code": None, "region": None, "city": None}
+    return {
+        "country": location.country,
+        "country_code": location.country_code,
+        "region": location.region if precision in {"city", "region"} else None,
+        "city": location.city if precision == "city" else None,
+    }
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> list[Event]:
+    """Insert events, skipping hits already stored; return the new ones."""
+    if not rows:
+        return []
+    dialect = (
+        postgresql
+        if session.bind and session.bind.dialect.name == "postgresql"
+        else sqlite
+    )
+    statement = (
+        dialect.insert(Event)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["hit_id"])
+        .returning(Event.id)
+    )
+    ids = list(session.scalars(statement))
+    if not ids:
+        return []
+    return list(
+        session.scalars(select(Event).where(Event.id.in_(ids)).order_by(Event.id))
+    )
+
+
+def _after_insert(
+    session: Session, inserted: list[Event], targets: dict[str, _Target]
+) -> set[int]:
+    """Refresh the messages' counts and write notifications; return users to wake."""
+    messages = {t.message.id: t.message for t in targets.values()}
+    for message_id in {event.message_id for event in inserted}:
+        _recount(session, message_id)
+    users: set[int] = set()
+    for event in inserted:
+        if event.counted and not event.implied:
+            message = messages[event.message_id]
+            session.add(_notification(message, event))
+            users.add(message.user_id)
+    return users
+
+
+def _recount(session: Session, message_id: int) -> None:
+    counted = select(Event).where(
+        Event.message_id == message_id, Event.counted.is_(True)
+    )
+    opens = counted.where(Event.type == "open").subquery()
+    clicks = counted.where(Event.type == "click").subquery()
+    latest = (
+        counted.order_by(Event.occurred_at.desc(), Event.id.desc()).limit(1).subquery()
+    )
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(
+            open_count=select(func.count()).select_from(opens).scalar_subquery(),
+            click_count=select(func.count()).select_from(clicks).scalar_subquery(),
+            first_open_at=select(func.min(opens.c.occurred_at)).scalar_subquery(),
+            last_open_at=select(func.max(opens.c.occurred_at)).scalar_subquery(),
+            last_event_id=select(latest.c.id).scalar_subquery(),
+        )
+    )
+
+
+def _notification(message: Message, event: Event) -> Notification:
+    title, body = describe_event(message, event)
+    return Notification(
+        user_id=message.user_id,
+        message_id=message.id,
+        event_id=event.id,
+        title=title[:300],
+        body=body[:500],
+    )
+
+
+def _hand_on(ctx: WorkerContext, inserted: list[Event]) -> None:
+    """Queue CRM syncing for the counted events just stored."""
+    from workers.sync import events_stored
+
+    counted = [event.id for event in inserted if event.counted]
+    if counted:
+        events_stored(ctx, counted)

@@ -1,0 +1,122 @@
+"""Where jobs go: RQ on Redis when it is reachable, else a thread in this process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+
+logger = logging.getLogger(__name__)
+
+QUEUES = ("hits", "crm", "default")
+_RETRY = Retry(max=8, interval=[1, 2, 5, 10, 30, 60, 120, 300])
+
+
+class RqJobs:
+    """Enqueues onto RQ queues; retries with backoff on failure."""
+
+    inline = False
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+        self._queues = {name: Queue(name, connection=connection) for name in QUEUES}
+
+    def enqueue(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> None:
+        self._queues[queue].enqueue(
+            func, *args, retry=_RETRY, failure_ttl=7 * 86400, kwargs=kwargs
+        )
+
+    def enqueue_in(
+        self,
+        delay: timedelta,
+        func: Callable[..., Any],
+        *args: Any,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> None:
+        self._queues[queue].enqueue_in(delay, func, *args, retry=_RETRY, kwargs=kwargs)
+
+
+class InlineJobs:
+    """Runs jobs one at a time on a background thread of this process.
+
+    Used by the quick start when no Redis is reachable. One thread keeps SQLite's
+    single writer happy; a job that fails is logged and run again later by the same
+    sweeps that cover a lost RQ job.
+    """
+
+    inline = True
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs")
+
+    def enqueue(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> None:
+        self._pool.submit(_run_logged, func, args, kwargs)
+
+    def enqueue_in(
+        self,
+        delay: timedelta,
+        func: Callable[..., Any],
+        *args: Any,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> None:
+        timer = threading.Timer(
+            delay.total_seconds(),
+            self.enqueue,
+            (func, *args),
+            {"queue": queue, **kwargs},
+        )
+        timer.daemon = True
+        timer.start()
+
+    def drain(self) -> None:
+        """Wait for every job submitted so far."""
+        self._pool.submit(lambda: None).result()
+
+
+def _run_logged(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> None:
+    try:
+        func(*args, **kwargs)
+    except Exception:
+        logger.exception("in-process job failed job=%s", func.__qualname__)
+
+
+Jobs = RqJobs | InlineJobs
+
+
+def connect_jobs(redis_url: str) -> Jobs:
+    """RQ when ``redis_url`` answers a PING, else in-process jobs (logged once)."""
+    if redis_url:
+        try:
+            connection = redis.Redis.from_url(
+                redis_url, socket_connect_timeout=2, socket_timeout=5
+            )
+            connection.ping()
+            logger.info("jobs go to RQ on Redis")
+            return RqJobs(connection)
+        except redis.RedisError as exc:
+            logger.warning(
+                "Redis at REDIS_URL is unreachable (%s); jobs run in this process", exc
+            )
+    else:
+        logger.warning("REDIS_URL is not set; jobs run in this process")
+    return InlineJobs()
