@@ -7,6 +7,7 @@ import os
 import click
 from alembic.config import Config
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
@@ -25,7 +26,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-@click.group("user")
+@click.group("user", cls=AppGroup)
 def user_cli() -> None:
     """Manage users."""
 
@@ -83,7 +84,7 @@ def new_token(email: str) -> None:
     click.echo(plain)
 
 
-@click.group("db")
+@click.group("db", cls=AppGroup)
 def db_cli() -> None:
     """Database schema migrations."""
 

@@ -35,7 +35,7 @@ class RqJobs:
         **kwargs: Any,
     ) -> None:
         self._queues[queue].enqueue(
-            func, *args, retry=_RETRY, failure_ttl=7 * 86400, kwargs=kwargs
+            func, args=args, kwargs=kwargs, retry=_RETRY, failure_ttl=7 * 86400
         )
 
     def enqueue_in(
@@ -46,7 +46,9 @@ class RqJobs:
         queue: str = "default",
         **kwargs: Any,
     ) -> None:
-        self._queues[queue].enqueue_in(delay, func, *args, retry=_RETRY, kwargs=kwargs)
+        self._queues[queue].enqueue_in(
+            delay, func, args=args, kwargs=kwargs, retry=_RETRY
+        )
 
 
 class InlineJobs:

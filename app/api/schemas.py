@@ -50,7 +50,7 @@ class MessageCreateSchema(Schema):
     track_text_links = fields.Boolean(load_default=False)
     sent_at = fields.AwareDateTime(load_default=None, default_timezone=UTC)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _needs_a_body(self, data: dict[str, Any], **_kwargs: Any) -> None:
         if data.get("html") is None and data.get("text") is None:
             raise ValidationError(

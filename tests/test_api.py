@@ -1,0 +1,109 @@
+"""The message API: registering, listing, reading, and refusing bad input clearly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import DATA, PUBLIC_URL, Account
+
+
+def test_register_real_template_returns_tracked_html_and_links(account: Account) -> None:
+    html = (DATA / "emails" / "postmark-welcome.html").read_text()
+    created = account.send(html=html, text="Welcome!")
+    assert created["pixel_url"].startswith(f"{PUBLIC_URL}/o/")
+    assert created["pixel_url"] in created["html"]
+    assert created["links"], "the welcome template has http links"
+    for link in created["links"]:
+        assert link["tracked_url"] in created["html"]
+        assert link["url"] not in created["html"] or link["url"] in html
+        assert len(link["tracked_url"]) < 100
+        assert "--" not in link["tracked_url"]
+    assert created["text"] == "Welcome!"
+
+
+def test_tracking_urls_carry_no_personal_data(account: Account) -> None:
+    created = account.send(
+        to=["jane.doe@prospect.test"],
+        html='<a href="https://prospect.test/?email=jane.doe@prospect.test">x</a>',
+    )
+    urls = [created["pixel_url"], *(link["tracked_url"] for link in created["links"])]
+    for url in urls:
+        assert "jane" not in url and "prospect" not in url and "@" not in url
+
+
+def test_track_flags_off_leave_the_html_untouched(account: Account) -> None:
+    html = '<html><body><a href="https://x.test/a">a</a></body></html>'
+    created = account.send(html=html, track_opens=False, track_links=False)
+    assert created["html"] == html
+    assert created["pixel_url"] is None
+    assert created["links"] == []
+
+
+def test_missing_fields_get_a_message_per_field(account: Account) -> None:
+    response = account.post("/api/v1/messages", json={"to": [], "cc": ["not-an-address"]})
+    assert response.status_code == 422
+    fields = response.get_json()["fields"]
+    assert set(fields) >= {"subject", "to", "cc"}
+    assert "html" in fields  # neither html nor text was given
+
+
+def test_unknown_fields_and_wrong_types_are_refused(account: Account) -> None:
+    body: dict[str, Any] = {"subject": 5, "to": "a@b.test", "html": "<p>", "colour": 1}
+    response = account.post("/api/v1/messages", json=body)
+    assert response.status_code == 422
+    assert set(response.get_json()["fields"]) == {"subject", "to", "colour"}
+
+
+def test_a_body_that_is_not_json_gets_400_not_500(account: Account) -> None:
+    response = account.post(
+        "/api/v1/messages", data=b"\xff\xfe{", content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "JSON object" in response.get_json()["message"]
+    assert account.post("/api/v1/messages", json=[1, 2]).status_code == 400
+
+
+def test_requests_without_a_valid_token_get_401(account: Account) -> None:
+    client = account.client
+    assert client.get("/api/v1/messages").status_code == 401
+    bad = {"Authorization": "Bearer tm_not-a-real-token"}
+    response = client.get("/api/v1/messages", headers=bad)
+    assert response.status_code == 401
+    assert "Bearer" in response.get_json()["message"]
+
+
+def test_list_is_newest_first_and_paginated(account: Account) -> None:
+    for n, day in enumerate(["2026-11-01", "2026-11-03", "2026-11-02"]):
+        account.send(subject=f"m{n}", text="hi", sent_at=f"{day}T10:00:00Z")
+    page = account.get("/api/v1/messages?per_page=2").get_json()
+    assert [m["subject"] for m in page["messages"]] == ["m1", "m2"]
+    assert page["total"] == 3
+    second = account.get("/api/v1/messages?per_page=2&page=2").get_json()
+    assert [m["subject"] for m in second["messages"]] == ["m0"]
+    assert account.get("/api/v1/messages?per_page=0").status_code == 422
+
+
+def test_other_organisations_messages_are_404(make_account: Any) -> None:
+    ours = make_account("ann@seller.test", org="Seller")
+    theirs = make_account("bob@rival.test", org="Rival")
+    message_id = ours.send(text="hi")["id"]
+    assert ours.get(f"/api/v1/messages/{message_id}").status_code == 200
+    for path in (f"/api/v1/messages/{message_id}", f"/api/v1/messages/{message_id}/events"):
+        response = theirs.get(path)
+        assert response.status_code == 404
+        assert "no message" in response.get_json()["message"]
+
+
+def test_message_shows_recipients_and_zero_counts(account: Account) -> None:
+    created = account.send(to=["a@x.test"], cc=["b@x.test"], bcc=["a@x.test"], text="t")
+    message = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert message["recipients"] == ["a@x.test", "b@x.test"]
+    assert (message["opens"], message["clicks"], message["first_opened_at"]) == (0, 0, None)
+
+
+def test_openapi_document_describes_the_endpoints(account: Account) -> None:
+    spec = account.client.get("/api/v1/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/api/v1/messages", "/api/v1/messages/{id}/events"} <= set(spec["paths"])
+    create = spec["components"]["schemas"]["MessageCreate"]
+    assert {"subject", "to"} <= set(create["required"])

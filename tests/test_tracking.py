@@ -1,0 +1,225 @@
+"""The pixel and link endpoints: always the image, only the recorded redirect."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from app.tracking.hotpath import GIF
+from tests.conftest import Account, path_of
+
+CHROME = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/103.0.0.0 Safari/537.36"
+)
+LINKOPING = "89.160.20.112"
+
+
+def events(account: Account, message_id: str) -> list[dict[str, Any]]:
+    body = account.get(f"/api/v1/messages/{message_id}/events").get_json()
+    result: list[dict[str, Any]] = body["events"]
+    return result
+
+
+def hit(client: FlaskClient, url: str, method: str = "GET", **kwargs: Any) -> Any:
+    environ = {"REMOTE_ADDR": LINKOPING, **kwargs.pop("environ_base", {})}
+    headers = {"User-Agent": CHROME, **kwargs.pop("headers", {})}
+    return client.open(
+        path_of(url), method=method, headers=headers, environ_base=environ, **kwargs
+    )
+
+
+def assert_pixel(response: Any) -> None:
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/gif"
+    assert response.headers["Content-Length"] == str(len(GIF))
+    assert "no-store" in response.headers["Cache-Control"]
+    assert "Set-Cookie" not in response.headers
+
+
+def test_pixel_is_a_valid_1x1_transparent_gif() -> None:
+    assert GIF[:6] == b"GIF89a"
+    width, height = struct.unpack("<HH", GIF[6:10])
+    assert (width, height) == (1, 1)
+    assert b"\x21\xf9\x04\x01" in GIF  # graphic control extension with transparency
+
+
+def test_open_is_stored_with_place_and_device(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<html><body><p>Hi</p></body></html>")
+    assert_pixel(hit(account.client, created["pixel_url"]))
+    run_jobs()
+    [event] = events(account, created["id"])
+    assert event["type"] == "open" and event["classification"] == "human"
+    assert event["counted"] is True
+    assert event["location"] == {
+        "country": "Sweden",
+        "region": "Östergötland County",
+        "city": "Linköping",
+    }
+    assert event["device"] == {
+        "client": "Chrome",
+        "os": "Mac OS X 10.15.7",
+        "type": "desktop",
+    }
+    assert event["recipient"] == "prospect@example.com"
+    message = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert message["opens"] == 1 and message["first_opened_at"] is not None
+
+
+def test_head_request_gets_headers_without_body_and_is_graded_scanner(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    response = hit(account.client, created["pixel_url"], method="HEAD")
+    assert_pixel(response)
+    assert response.data == b""
+    run_jobs()
+    [event] = events(account, created["id"])
+    assert event["classification"] == "scanner" and not event["counted"]
+    assert "method:head" in event["reasons"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/o/unknowntokenunknownto.gif",
+        "/o/short.gif",
+        "/o/../../etc/passwd",
+        "/o/" + "a" * 5000 + ".gif",
+        "/o/%00%ff.gif",
+        "/o/",
+    ],
+)
+def test_unknown_or_hostile_pixel_still_gets_the_image_and_records_nothing(
+    account: Account, run_jobs: Callable[[], None], path: str
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    response = account.client.get(path, headers={"User-Agent": "\x00\u2028<script>"})
+    assert_pixel(response)
+    run_jobs()
+    assert events(account, created["id"]) == []
+
+
+def test_link_redirects_to_exactly_the_recorded_destination(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    destination = "https://shop.test/p?q=a%20b&x=1&x=2#frag?not-query"
+    created = account.send(html=f'<a href="{destination.replace("&", "&amp;")}">x</a>')
+    [link] = created["links"]
+    assert link["url"] == destination
+    response = hit(
+        account.client, link["tracked_url"] + "?utm_source=evil&next=https://evil.test"
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == destination
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_click_without_open_records_an_implied_open(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html='<a href="https://shop.test/">x</a>')
+    hit(account.client, created["links"][0]["tracked_url"])
+    run_jobs()
+    opened, clicked = events(account, created["id"])
+    assert (
+        opened["type"],
+        opened["implied"],
+        "implied-by-click" in opened["reasons"],
+    ) == (
+        "open",
+        True,
+        True,
+    )
+    assert clicked["type"] == "click" and clicked["url"] == "https://shop.test/"
+    message = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert (message["opens"], message["clicks"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "aaaaaaaaaaaaaaaaaaaaaa",
+        "AAAAAAAAAAAAAAAAAAAAAA",
+        "x",
+        "%0d%0aLocation:%20https://evil.test",
+        "",
+    ],
+)
+def test_unknown_or_tampered_link_gets_404_page_never_a_redirect(
+    client: FlaskClient, account: Account, suffix: str
+) -> None:
+    created = account.send(html='<a href="https://shop.test/">x</a>')
+    real = path_of(created["links"][0]["tracked_url"])
+    for path in (f"/c/{suffix}", real[:-1] + ("b" if real[-1] != "b" else "c")):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert "Location" not in response.headers
+        assert b"not valid" in response.data
+
+
+def test_several_recipients_are_somebody(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(to=["a@x.test", "b@x.test"], html="<p>Hi</p>")
+    hit(account.client, created["pixel_url"])
+    run_jobs()
+    [event] = events(account, created["id"])
+    assert event["recipient"] is None and event["recipient_label"] == "somebody"
+
+
+def test_gmail_proxy_counts_without_the_proxys_location(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    gmail = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+    hit(account.client, created["pixel_url"], headers={"User-Agent": gmail})
+    run_jobs()
+    [event] = events(account, created["id"])
+    assert (event["classification"], event["counted"]) == ("proxy", True)
+    assert event["location"] is None
+    assert event["device"]["type"] == "unknown"
+
+
+def test_a_hit_shipped_twice_is_stored_once(
+    app: Any, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    from workers.ingest import ingest_hits
+
+    created = account.send(html="<p>Hi</p>")
+    token = path_of(created["pixel_url"]).removeprefix("/o/").removesuffix(".gif")
+    raw = {
+        "id": "f" * 32,
+        "kind": "open",
+        "token": token,
+        "at": 1.0e9 + 5,
+        "ip": LINKOPING,
+        "ua": CHROME,
+        "method": "GET",
+        "headers": {},
+    }
+    assert ingest_hits([raw]) == 1
+    assert ingest_hits([raw]) == 0
+    assert len(events(account, created["id"])) == 1
+
+
+def test_client_ip_from_forwarded_for_only_when_proxies_are_trusted(
+    account: Account, run_jobs: Callable[[], None], app: Any
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    spoofed = {"X-Forwarded-For": LINKOPING}
+    hit(
+        account.client,
+        created["pixel_url"],
+        headers=spoofed,
+        environ_base={"REMOTE_ADDR": "10.0.0.1"},
+    )
+    run_jobs()
+    [event] = events(account, created["id"])
+    assert event["location"] is None  # the header was ignored: TRUSTED_PROXIES is 0
