@@ -266,7 +266,11 @@ class CrmRecord(Base):
     external_id: Mapped[str | None] = mapped_column(String(100))
     # A unique marker written into the record, so a lost response can be found again.
     marker: Mapped[str] = mapped_column(String(64))
+    # pending (nothing confirmed yet), created, no_match, failed
     state: Mapped[str] = mapped_column(String(16), default="pending")
+    # Set before each create call: a row attempted but without an id may exist upstream.
+    attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(1000))
     synced_event_count: Mapped[int] = mapped_column(Integer, default=0)
     match: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

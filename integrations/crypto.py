@@ -1,0 +1,44 @@
+"""Encryption at rest for OAuth tokens, with key rotation.
+
+``TOKEN_ENCRYPTION_KEYS`` holds one or more Fernet keys separated by commas. The first
+encrypts; all of them decrypt, so a new key can be put first while old tokens are still
+readable, and ``rotate`` re-encrypts a value under the first key.
+"""
+
+from __future__ import annotations
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+
+class TokenCipher:
+    def __init__(self, keys: str) -> None:
+        parts = [key.strip() for key in keys.split(",") if key.strip()]
+        if not parts:
+            raise RuntimeError(
+                "TOKEN_ENCRYPTION_KEYS is not set. Generate a key with: python -c "
+                "'from cryptography.fernet import Fernet; print(Fernet.generate_key()"
+                ".decode())'"
+            )
+        try:
+            self._fernet = MultiFernet([Fernet(key) for key in parts])
+        except ValueError as exc:
+            raise RuntimeError(
+                "TOKEN_ENCRYPTION_KEYS must be url-safe base64 Fernet keys"
+            ) from exc
+
+    def encrypt(self, value: str | None) -> str | None:
+        return None if value is None else self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return self._fernet.decrypt(value.encode()).decode()
+        except InvalidToken as exc:
+            raise RuntimeError(
+                "A stored token cannot be decrypted with TOKEN_ENCRYPTION_KEYS; "
+                "keep the old key in the list until every token is rotated"
+            ) from exc
+
+    def rotate(self, value: str | None) -> str | None:
+        return None if value is None else self._fernet.rotate(value.encode()).decode()
