@@ -48,6 +48,9 @@ _ATTRIBUTE = re.compile(
     r"""(?:\s*=+\s*(?P<value>"[^"]*"|'[^']*'|(?!["'])[^\s>]*))?"""
     r"(?:\s|/(?!>))*"
 )
+# NOTE: markup left open this many times stops the scan; later links stay as they
+# are and the pixel goes at the end. Each restart rescans the rest of the text.
+_MAX_RESUMES = 32
 _UNQUOTED_UNSAFE = re.compile(r"[\s\"'=<>`]")
 _TEXT_URL = re.compile(r"\bhttps?://[^\s<>\"]+", re.IGNORECASE)
 # Sentence punctuation, including the ideographic and curly forms, never ends a URL.
@@ -177,9 +180,11 @@ def _splice(source: str, edits: list[tuple[int, int, str]]) -> str:
 
 def _scan(text: str, origin: int, found: _Found, *, top_level: bool) -> None:
     """Tokenize text, recording what it holds at offsets shifted by origin."""
-    scanner = _Scanner(text, origin, found, top_level=top_level)
-    scanner.feed(text)
-    scanner.close()
+    for _ in range(_MAX_RESUMES):
+        resume = _Scanner(text, origin, found, top_level=top_level).run()
+        if resume is None:
+            return
+        text, origin = text[resume:], origin + resume
 
 
 class _Scanner(HTMLParser):
@@ -194,6 +199,21 @@ class _Scanner(HTMLParser):
         self._found = found
         self._top_level = top_level
         self._line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
+
+    def run(self) -> int | None:
+        """Tokenize the text; return where to go on when a markup is left open."""
+        self.feed(self._text)
+        opened = len(self._text) - len(self.rawdata)
+        if not self.rawdata.startswith("<"):
+            self.close()
+            return None
+        # The stdlib's close() rescans to the end once per '<' left, which is
+        # quadratic. An unclosed comment, or markup with no '>' after it, runs to
+        # the end for a browser too; anything else is skipped up to its '>'.
+        closing = self._text.find(">", opened + 1)
+        if self.rawdata.startswith("<!--") or closing < 0:
+            return None
+        return closing + 1
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """Record the href of a link or VML shape, or the document's base URL."""
