@@ -21,6 +21,7 @@ from app.extensions import db_session
 from app.models import CrmConnection, Event, Message
 from app.pages import bp
 from app.pages.chart import open_bars
+from integrations.registry import PROVIDERS, get_provider
 
 
 @bp.app_context_processor
@@ -134,11 +135,12 @@ def timeline(public_id: str) -> ResponseReturnValue:
 @admin_required
 def settings() -> ResponseReturnValue:
     """The organisation's settings: CRM connections and privacy."""
-    connections = (
-        db_session()
-        .scalars(select(CrmConnection).where(CrmConnection.org_id == g.user.org_id))
-        .all()
+    connections = db_session().scalars(
+        select(CrmConnection).where(CrmConnection.org_id == g.user.org_id)
     )
     return render_template(
-        "settings.html", org=g.user.organization, connections=connections
+        "settings.html",
+        org=g.user.organization,
+        connections={c.provider: c for c in connections},
+        providers=[get_provider(name) for name in PROVIDERS],
     )
