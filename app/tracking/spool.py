@@ -147,13 +147,11 @@ class Spool:
                     next_orphan_scan = time.monotonic() + 5.0
                 self._ship_current()
                 backoff = self.interval
-            except Exception:
-                logger.warning(
-                    "spool could not ship hits, will retry in %.1fs",
-                    backoff,
-                    exc_info=True,
-                )
+            except Exception as exc:
                 backoff = min(backoff * 2 or 0.1, 5.0)
+                logger.warning(
+                    "spool could not ship hits (%s); retrying in %.1fs", exc, backoff
+                )
             self._wake.wait(backoff)
             self._wake.clear()
 

@@ -1,0 +1,209 @@
+"""No answered hit is lost: not when Redis stops, not when a web process dies."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from rq import SimpleWorker
+from sqlalchemy import func, select
+
+from app import create_app
+from app.models import Event
+from app.tracking.spool import Spool
+from tests.conftest import ROOT, Account, path_of, wait_for
+from workers.queue import QUEUES
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OwnRedis:
+    """A redis-server of this test's own, so it can be stopped and started."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self._answers)
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port).ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _stored(app: Flask) -> int:
+    with app.extensions["trailmark.db"].session_factory() as session:
+        return int(session.scalar(select(func.count()).select_from(Event)) or 0)
+
+
+def _drain(app: Flask, url: str) -> None:
+    worker = SimpleWorker(list(QUEUES), connection=redis.Redis.from_url(url))
+    worker.work(burst=True)
+
+
+def test_hits_answered_while_redis_is_down_are_stored_after_it_returns(
+    config: dict[str, Any], own_redis: OwnRedis, make_account: Callable[..., Account]
+) -> None:
+    app = create_app(
+        {**config, "REDIS_URL": own_redis.url, "SPOOL_FLUSH_INTERVAL": 0.02}
+    )
+    account = Account(app.test_client(), "rep@seller.test", "")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["user", "create", account.email, "--org", "Seller"])
+    account.token = result.output.strip().splitlines()[-1]
+    pixel = path_of(account.send(html="<p>Hi</p>")["pixel_url"])
+    for _ in range(20):
+        assert account.client.get(pixel).status_code == 200
+    wait_for(lambda: _queued(own_redis) or _stored(app) == 20)
+    _drain(app, own_redis.url)
+    assert _stored(app) == 20
+
+    own_redis.stop()
+    for _ in range(30):
+        response = account.client.get(pixel)
+        assert response.status_code == 200 and response.data[:6] == b"GIF89a"
+    own_redis.start()
+
+    wait_for(lambda: _queued(own_redis), timeout=15)
+    _drain(app, own_redis.url)
+    assert _stored(app) == 50
+    app.extensions["trailmark.spool"].stop()
+
+
+def _queued(server: OwnRedis) -> bool:
+    try:
+        return bool(redis.Redis(port=server.port).llen("rq:queue:hits"))
+    except redis.ConnectionError:
+        return False
+
+
+_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, sys.argv[2])
+    from app.tracking.spool import Spool
+
+    def refuse(hits):
+        raise RuntimeError("queue unreachable")
+
+    spool = Spool(sys.argv[1], refuse, interval=3600)
+    for n in range(int(sys.argv[3])):
+        spool.append({"id": f"{n:032x}", "kind": "open", "token": "t", "at": 1.0})
+    print("written", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_killed_processs_spool_is_shipped_by_another(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(directory), str(ROOT), "250"],
+        stdout=subprocess.PIPE,
+    )
+    assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
+    shipped: list[dict[str, Any]] = []
+    survivor = Spool(str(directory), shipped.extend, interval=3600)
+    survivor.append({"id": "s" * 32, "kind": "open", "token": "t", "at": 2.0})
+    assert survivor.ship_orphans() == 0  # the writer is alive and holds its lock
+
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert survivor.ship_orphans() == 250
+    orphaned = sorted(h["id"] for h in shipped if h["id"] != "s" * 32)
+    assert orphaned == [f"{n:032x}" for n in range(250)]
+    assert [p.name for p in directory.iterdir() if p.suffix == ".log"] == [
+        Path(survivor._current.path).name  # type: ignore[union-attr]
+    ]
+    survivor.stop()
+
+
+def test_shipping_resumes_after_the_last_committed_batch(tmp_path: Path) -> None:
+    batches: list[list[dict[str, Any]]] = []
+    failing = {"on": True}
+
+    def sink(hits: list[dict[str, Any]]) -> None:
+        if failing["on"]:
+            raise ConnectionError("down")
+        batches.append(hits)
+
+    spool = Spool(str(tmp_path), sink, interval=3600, batch_size=10)
+    for n in range(25):
+        spool.append({"id": str(n)})
+    with pytest.raises(ConnectionError):
+        spool.flush()
+    failing["on"] = False
+    spool.flush()
+    spool.flush()
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert [h["id"] for b in batches for h in b] == [str(n) for n in range(25)]
+    spool.stop()
+
+
+def test_a_torn_last_line_is_not_shipped_until_complete(tmp_path: Path) -> None:
+    shipped: list[dict[str, Any]] = []
+    spool = Spool(str(tmp_path), shipped.extend, interval=3600)
+    spool.append({"id": "a"})
+    assert spool._current is not None
+    import os
+
+    os.write(spool._current.fd, b'{"id": "b"')
+    spool.flush()
+    assert [h["id"] for h in shipped] == ["a"]
+    os.write(spool._current.fd, b"}\n")
+    spool.flush()
+    assert [h["id"] for h in shipped] == ["a", "b"]
+    spool.stop()
