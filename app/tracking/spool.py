@@ -147,7 +147,7 @@ class Spool:
                     next_orphan_scan = time.monotonic() + 5.0
                 self._ship_current()
                 backoff = self.interval
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (the thread must outlive any failure)
                 backoff = min(backoff * 2 or 0.1, 5.0)
                 logger.warning(
                     "spool could not ship hits (%s); retrying in %.1fs", exc, backoff
