@@ -223,3 +223,22 @@ def test_client_ip_from_forwarded_for_only_when_proxies_are_trusted(
     run_jobs()
     [event] = events(account, created["id"])
     assert event["location"] is None  # the header was ignored: TRUSTED_PROXIES is 0
+
+
+def test_a_burst_of_clicks_across_links_is_graded_scanner_including_the_first(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    links = "".join(f'<a href="https://shop.test/{n}">{n}</a>' for n in range(3))
+    created = account.send(html=f"<html><body>{links}</body></html>")
+    hit(account.client, created["links"][0]["tracked_url"])
+    run_jobs()
+    first = [e for e in events(account, created["id"]) if e["type"] == "click"]
+    assert first[0]["classification"] == "human"  # alone, it looks like a person
+    for link in created["links"][1:]:
+        hit(account.client, link["tracked_url"])
+    run_jobs()
+    clicks = [e for e in events(account, created["id"]) if e["type"] == "click"]
+    assert [c["classification"] for c in clicks] == ["scanner"] * 3
+    assert any(r.startswith("burst:") for r in clicks[0]["reasons"])
+    message = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert (message["opens"], message["clicks"]) == (0, 0)

@@ -178,8 +178,8 @@ def _self(context: _Context) -> _Verdict | None:
 
 def _burst(context: _Context) -> _Verdict | None:
     """Several distinct links of the message clicked within a couple of seconds."""
-    # NOTE: the first click of a burst has already been graded when the second
-    # arrives; only the later ones are caught here, unless the worker regrades.
+    # The first click of a burst has already been graded when the second arrives;
+    # the worker regrades it (workers.ingest._regrade_bursts).
     hit = context.hit
     if hit.kind != "click" or hit.link_id is None:
         return None

@@ -23,6 +23,7 @@ from app.presenters import describe_event
 from workers.context import WorkerContext, current
 from workers.enrich import Location
 from workers.grading import (
+    BURST_WINDOW,
     Grade,
     HitFacts,
     MessageFacts,
@@ -52,6 +53,7 @@ def ingest_hits(hits: list[dict[str, Any]]) -> int:
         history = _history(session, {t.message.id for t in targets.values()})
         rows = _event_rows(ctx, hits, targets, history)
         inserted = _insert(session, rows)
+        _regrade_bursts(session, inserted)
         notified = _after_insert(session, inserted, targets)
     for user_id in notified:
         ctx.notifier.publish(user_id)
@@ -259,6 +261,33 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> list[Event]:
     return list(
         session.scalars(select(Event).where(Event.id.in_(ids)).order_by(Event.id))
     )
+
+
+def _regrade_bursts(session: Session, inserted: list[Event]) -> None:
+    """Grade the first clicks of a scanner burst like the rest of it.
+
+    A burst is only visible from its second click on; by then the first has been
+    graded on its own. The clicks (and the opens they implied) inside the burst's
+    window are regraded as the scanner they turned out to be.
+    """
+    for event in inserted:
+        burst = [r for r in event.reasons if r.startswith("burst:")]
+        if not burst or event.type != "click":
+            continue
+        earlier = session.scalars(
+            select(Event).where(
+                Event.message_id == event.message_id,
+                Event.counted.is_(True),
+                Event.occurred_at >= event.occurred_at - BURST_WINDOW,
+                Event.occurred_at <= event.occurred_at,
+            )
+        )
+        for other in earlier:
+            if other.type == "click" or other.implied:
+                other.classification = "scanner"
+                other.counted = False
+                other.reasons = [*other.reasons, f"{burst[0]}-regraded"]
+    session.flush()
 
 
 def _after_insert(
