@@ -28,10 +28,26 @@ DATA = Path(__file__).resolve().parent / "data"
 PG_ADMIN_URL = os.environ.get(
     "TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# Each test run gets a database and a Redis db index of its own, so runs side by side
+# (several checkouts, or an editor's run beside CI) never clobber each other.
 PG_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/trailmark_test"
+    "TEST_DATABASE_URL",
+    f"postgresql://postgres@127.0.0.1:5432/trailmark_test_{os.getpid()}",
 )
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_SERVER = os.environ.get("TEST_REDIS_SERVER", "redis://127.0.0.1:6379")
+
+
+def _claim_redis_db() -> int:
+    """A Redis db index (1-15) no other running test session holds."""
+    control = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    for index in range(15, 0, -1):
+        if control.set(f"trailmark:test-db:{index}", os.getpid(), nx=True, ex=3600):
+            return index
+    raise RuntimeError("all Redis db indexes 1-15 are held by other test runs")
+
+
+REDIS_DB = _claim_redis_db()
+REDIS_URL = f"{REDIS_SERVER}/{REDIS_DB}"
 PUBLIC_URL = "http://track.test"
 GEOIP_CITY = str(DATA / "geoip" / "GeoLite2-City-Test.mmdb")
 GEOIP_ASN = str(DATA / "geoip" / "GeoLite2-ASN-Test.mmdb")
@@ -45,19 +61,35 @@ def _recreate_database() -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def _drop_database() -> None:
+    name = PG_URL.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give the Redis db index back for the next run."""
+    control = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    if control.get(f"trailmark:test-db:{REDIS_DB}") == str(os.getpid()).encode():
+        control.delete(f"trailmark:test-db:{REDIS_DB}")
+
+
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def database_url() -> Iterator[str]:
     """A fresh PostgreSQL database, built by the migrations themselves."""
     from alembic import command
 
     _recreate_database()
     command.upgrade(alembic_config(PG_URL), "head")
-    return PG_URL
+    yield PG_URL
+    _drop_database()
 
 
 @pytest.fixture(scope="session")
-def database(database_url: str) -> Database:
-    return Database(database_url)
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    yield db
+    db.engine.dispose()
 
 
 def _truncate(db: Database) -> None:
