@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -100,7 +101,10 @@ class ApiToken(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_user_sent", "user_id", "sent_at"),)
+    __table_args__ = (
+        Index("ix_messages_user_sent", "user_id", "sent_at"),
+        Index("ix_messages_org_sent", "org_id", "sent_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -156,7 +160,16 @@ class Event(Base):
     """One open or click as it arrived, with its grade and what was learnt of it."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_message_time", "message_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_events_message_time", "message_id", "occurred_at"),
+        Index("ix_events_occurred_at", "occurred_at"),
+        Index(
+            "ix_events_unpurged_time",
+            "occurred_at",
+            postgresql_where=text("raw_purged_at IS NULL"),
+            sqlite_where=text("raw_purged_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # The hit's own id: storing a hit twice is a no-op.
@@ -275,3 +288,22 @@ class CrmRecord(Base):
     match: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DoNotTrack(Base):
+    """An address or a whole domain whose messages are never tracked."""
+
+    __tablename__ = "do_not_track"
+    __table_args__ = (UniqueConstraint("org_id", "value"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    # Lower case: 'ann@example.com' (kind 'address') or 'example.com' ('domain').
+    value: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
