@@ -217,7 +217,8 @@ class Notification(Base):
     message_id: Mapped[int] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE")
     )
-    event_id: Mapped[int] = mapped_column(
+    # None for a follow-up reminder, which no single event caused.
+    event_id: Mapped[int | None] = mapped_column(
         ForeignKey("events.id", ondelete="CASCADE"), unique=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
