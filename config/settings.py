@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "SALESFORCE_CLIENT_SECRET": "",
     "SALESFORCE_LOGIN_URL": "https://login.salesforce.com",
     "SALESFORCE_CA_BUNDLE": "",
+    # Read timeout (seconds) of every Salesforce call; connecting gets at most 5.
+    "SALESFORCE_TIMEOUT": 30.0,
     "HUBSPOT_CLIENT_ID": "",
     "HUBSPOT_CLIENT_SECRET": "",
     "HUBSPOT_API_URL": "https://api.hubapi.com",
@@ -31,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _INTS = {"TRUSTED_PROXIES", "SPOOL_BATCH_SIZE"}
-_FLOATS = {"SPOOL_FLUSH_INTERVAL"}
+_FLOATS = {"SPOOL_FLUSH_INTERVAL", "SALESFORCE_TIMEOUT"}
 _BOOLS = {"SESSION_COOKIE_SECURE"}
 
 
