@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "SALESFORCE_CA_BUNDLE": "",
     # Read timeout (seconds) of every Salesforce call; connecting gets at most 5.
     "SALESFORCE_TIMEOUT": 30.0,
+    # How often (seconds) a worker makes sure one CRM sweep is queued.
+    "CRM_SWEEP_INTERVAL": 60.0,
     "HUBSPOT_CLIENT_ID": "",
     "HUBSPOT_CLIENT_SECRET": "",
     "HUBSPOT_API_URL": "https://api.hubapi.com",
@@ -33,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _INTS = {"TRUSTED_PROXIES", "SPOOL_BATCH_SIZE"}
-_FLOATS = {"SPOOL_FLUSH_INTERVAL", "SALESFORCE_TIMEOUT"}
+_FLOATS = {"SPOOL_FLUSH_INTERVAL", "SALESFORCE_TIMEOUT", "CRM_SWEEP_INTERVAL"}
 _BOOLS = {"SESSION_COOKIE_SECURE"}
 
 
