@@ -28,6 +28,9 @@ def tokens_of(connection: CrmConnection, cipher: TokenCipher) -> Tokens:
         refresh_token=cipher.decrypt(connection.refresh_token),
         expires_at=connection.token_expires_at,
         instance_url=connection.instance_url,
+        # Which CRM account the tokens belong to (a HubSpot portal's budget is keyed
+        # by it).
+        extra={"account_id": connection.external_account_id},
     )
 
 
