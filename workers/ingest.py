@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Event, Link, Message, Notification, Organization, as_utc
 from app.presenters import describe_event
+from app.privacy.rules import untracked_message_ids
 from workers.context import WorkerContext, current
 from workers.enrich import Location
 from workers.grading import (
@@ -84,7 +85,9 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
         )
         for message, org, link in session.execute(clicks):
             targets[link.token] = _Target(message, org, link)
-    return targets
+    # A recipient put on the do-not-track list after sending is not tracked either.
+    untracked = untracked_message_ids(session, [t.message for t in targets.values()])
+    return {k: t for k, t in targets.items() if t.message.id not in untracked}
 
 
 def _history(session: Session, message_ids: set[int]) -> dict[int, list[PriorEvent]]:
@@ -304,6 +307,11 @@ def _after_insert(
             session.add(_notification(message, event))
             users.add(message.user_id)
     return users
+
+
+def recount_message(session: Session, message_id: int) -> None:
+    """Recompute a message's counts after some of its events were deleted."""
+    _recount(session, message_id)
 
 
 def _recount(session: Session, message_id: int) -> None:

@@ -1,0 +1,141 @@
+"""Who may be tracked: the do-not-track list and the EEA and UK option."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import DoNotTrack, Message, Organization
+
+# Country-code top-level domains of the EEA (the 27 EU countries, Iceland,
+# Liechtenstein, Norway), of the EU's outermost regions and the Åland Islands, the
+# EU's own .eu (in Latin, Cyrillic and Greek script) and the UK. A domain ending in
+# one of these is taken to belong to someone there. Generic domains (.com, .org,
+# .io, ...) say nothing about where a person is: they are never assumed to be in
+# the EEA.
+EEA_UK_TLDS = frozenset(
+    {
+        # EU member states
+        "at", "be", "bg", "hr", "cy", "cz", "dk", "ee", "fi", "fr", "de", "gr",
+        "hu", "ie", "it", "lv", "lt", "lu", "mt", "nl", "pl", "pt", "ro", "sk",
+        "si", "es", "se",
+        # Internationalised ccTLDs of member states: Bulgaria's and Greece's
+        "xn--90ae", "xn--qxam",
+        # Parts of member states with their own ccTLD
+        "ax", "gf", "gp", "mq", "re", "yt", "mf",
+        # The rest of the EEA
+        "is", "li", "no",
+        # The EU itself: .eu, and .eu in Cyrillic and in Greek script
+        "eu", "xn--e1a4c", "xn--qxa6a",
+        # The United Kingdom (.gb was never taken into use)
+        "uk", "gb",
+    }
+)  # fmt: skip
+
+DO_NOT_TRACK_REASON = (
+    "A recipient is on your organisation's do-not-track list, so the message was "
+    "left as written: no open pixel and no tracked links."
+)
+EEA_REASON = (
+    "A recipient's address is in the EEA or the UK (told by its domain) and your "
+    "organisation does not track recipients there, so the message was left as written."
+)
+SENDER_REASON = "Tracking was turned off for this message by its sender."
+OPENS_OFF_REASON = "Open tracking was turned off for this message by its sender."
+LINKS_OFF_REASON = "Link tracking was turned off for this message by its sender."
+
+
+@dataclass(frozen=True)
+class TrackingDecision:
+    """What a message gets: a pixel, tracked links, and why not when it does not."""
+
+    opens: bool
+    links: bool
+    reason: str | None
+
+
+def normalise(value: str) -> str:
+    """An address or domain as the list keeps it: trimmed, lower case, no final dot."""
+    return value.strip().lower().rstrip(".")
+
+
+def domain_of(address: str) -> str:
+    return normalise(address).rpartition("@")[2]
+
+
+def lookup_keys(address: str) -> list[str]:
+    """The list entries that would cover an address: itself and each of its domains."""
+    address = normalise(address)
+    labels = domain_of(address).split(".")
+    domains = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    return [address, *domains]
+
+
+def in_eea_or_uk(address: str) -> bool:
+    """True when the address's domain ends in an EEA or UK country-code TLD."""
+    tld = domain_of(address).rpartition(".")[2]
+    try:
+        tld = tld.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return tld in EEA_UK_TLDS
+
+
+def listed(session: Session, org_id: int, recipients: Iterable[str]) -> bool:
+    """Whether any recipient is on the organisation's do-not-track list."""
+    keys = {key for address in recipients for key in lookup_keys(address)}
+    if not keys:
+        return False
+    query = select(DoNotTrack.id).where(
+        DoNotTrack.org_id == org_id, DoNotTrack.value.in_(keys)
+    )
+    return session.scalar(query.limit(1)) is not None
+
+
+def decide(
+    session: Session,
+    org: Organization,
+    recipients: list[str],
+    *,
+    track: bool = True,
+    track_opens: bool = True,
+    track_links: bool = True,
+) -> TrackingDecision:
+    """Whether a new message gets a pixel and tracked links, and the reason if not."""
+    if listed(session, org.id, recipients):
+        return TrackingDecision(False, False, DO_NOT_TRACK_REASON)
+    if not org.track_eea and any(in_eea_or_uk(r) for r in recipients):
+        return TrackingDecision(False, False, EEA_REASON)
+    if not track or not (track_opens or track_links):
+        return TrackingDecision(False, False, SENDER_REASON)
+    if not track_opens:
+        return TrackingDecision(False, True, OPENS_OFF_REASON)
+    if not track_links:
+        return TrackingDecision(True, False, LINKS_OFF_REASON)
+    return TrackingDecision(True, True, None)
+
+
+def untracked_message_ids(session: Session, messages: Iterable[Message]) -> set[int]:
+    """Messages with a recipient put on the do-not-track list after they were sent."""
+    messages = list(messages)
+    keys_of = {
+        m.id: {key for r in m.recipients for key in lookup_keys(r)} for m in messages
+    }
+    org_of = {m.id: m.org_id for m in messages}
+    keys = set().union(*keys_of.values()) if keys_of else set()
+    if not keys:
+        return set()
+    rows = session.execute(
+        select(DoNotTrack.org_id, DoNotTrack.value).where(
+            DoNotTrack.org_id.in_(set(org_of.values())), DoNotTrack.value.in_(keys)
+        )
+    )
+    entries = {(org_id, value) for org_id, value in rows}
+    return {
+        message_id
+        for message_id, message_keys in keys_of.items()
+        if any((org_of[message_id], key) in entries for key in message_keys)
+    }
