@@ -32,10 +32,17 @@ DEFAULTS: dict[str, Any] = {
     "HUBSPOT_CLIENT_SECRET": "",
     "HUBSPOT_API_URL": "https://api.hubapi.com",
     "HUBSPOT_AUTHORIZE_URL": "https://app.hubspot.com/oauth/authorize",
+    # Read timeout (seconds) of every HubSpot call; connecting gets at most 5.
+    "HUBSPOT_TIMEOUT": 20.0,
 }
 
 _INTS = {"TRUSTED_PROXIES", "SPOOL_BATCH_SIZE"}
-_FLOATS = {"SPOOL_FLUSH_INTERVAL", "SALESFORCE_TIMEOUT", "CRM_SWEEP_INTERVAL"}
+_FLOATS = {
+    "SPOOL_FLUSH_INTERVAL",
+    "SALESFORCE_TIMEOUT",
+    "CRM_SWEEP_INTERVAL",
+    "HUBSPOT_TIMEOUT",
+}
 _BOOLS = {"SESSION_COOKIE_SECURE"}
 
 
