@@ -1,0 +1,121 @@
+"""The pages: signing in, the inbox, a message's timeline, settings for admins only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from tests.conftest import Account
+from tests.test_tracking import hit
+
+
+def sign_in(client: FlaskClient, email: str, password: str = "correct horse") -> Any:
+    page = client.get("/login").get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "the sign-in form carries a CSRF token"
+    form = {"email": email, "password": password, "csrf_token": match.group(1)}
+    return client.post("/login", data=form)
+
+
+def test_signed_out_visitors_are_sent_to_sign_in(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+def test_wrong_password_says_so_and_signs_nobody_in(
+    client: FlaskClient, account: Account
+) -> None:
+    response = sign_in(client, account.email, "wrong")
+    assert response.status_code == 401
+    assert "do not match" in response.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+
+def test_sign_in_without_csrf_token_is_refused(
+    client: FlaskClient, account: Account
+) -> None:
+    response = client.post("/login", data={"email": account.email, "password": "x"})
+    assert response.status_code == 400
+    assert "expired" in response.get_data(as_text=True)
+
+
+def test_sign_in_never_redirects_off_site(
+    client: FlaskClient, account: Account
+) -> None:
+    page = client.get("/login?next=//evil.test/x").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    response = client.post(
+        "/login?next=//evil.test/x",
+        data={
+            "email": account.email,
+            "password": "correct horse",
+            "csrf_token": token.group(1),
+        },
+    )
+    assert response.status_code == 302
+    assert "evil.test" not in response.headers["Location"]
+
+
+def test_inbox_escapes_subjects_and_shows_the_latest_event(
+    client: FlaskClient, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(subject="<script>alert(1)</script> Q3", html="<p>Hi</p>")
+    hit(client, created["pixel_url"])
+    run_jobs()
+    sign_in(client, account.email)
+    page = client.get("/").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; Q3" in page
+    assert "opened just now in Linköping, Sweden on Chrome on Mac OS X" in page
+
+
+def test_message_page_greys_out_machine_events_with_reasons(
+    client: FlaskClient, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    hit(client, created["pixel_url"])
+    hit(
+        client,
+        created["pixel_url"],
+        headers={"User-Agent": "python-requests/2.31 <b>x</b>"},
+    )
+    run_jobs()
+    sign_in(client, account.email)
+    page = client.get(f"/messages/{created['id']}").get_data(as_text=True)
+    assert page.count('class="event counted"') == 1
+    assert page.count('class="event graded-out"') == 1
+    assert "ua:bot" in page
+    assert "<b>x</b>" not in page
+
+
+def test_another_organisations_message_page_is_404(
+    client: FlaskClient, make_account: Callable[..., Account]
+) -> None:
+    ours = make_account("ann@seller.test", org="Seller")
+    make_account("bob@rival.test", org="Rival")
+    created = ours.send(text="hi")
+    sign_in(client, "bob@rival.test")
+    assert client.get(f"/messages/{created['id']}").status_code == 404
+
+
+def test_settings_are_for_admins_only(
+    client: FlaskClient, make_account: Callable[..., Account]
+) -> None:
+    make_account("rep@seller.test", org="Seller")
+    make_account("boss@seller.test", org="Seller", admin=True)
+    sign_in(client, "rep@seller.test")
+    assert client.get("/settings").status_code == 403
+    client.post("/logout", data={"csrf_token": _csrf(client)})
+    sign_in(client, "boss@seller.test")
+    page = client.get("/settings").get_data(as_text=True)
+    assert "Connect Salesforce" in page and "Connect HubSpot" in page
+
+
+def _csrf(client: FlaskClient) -> str:
+    with client.session_transaction() as session:
+        return str(session["csrf"])
