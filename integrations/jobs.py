@@ -14,13 +14,15 @@ for the record carrying its marker and only creates when there is none.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -54,6 +56,9 @@ T = TypeVar("T")
 
 # How far back a replay after reconnecting looks for messages to bring up to date.
 REPLAY_DAYS = 30
+# A job waits this long for another job of the same connection before it requeues.
+LOCK_WAIT = 30.0
+LOCK_NAMESPACE = 7301  # first key of the PostgreSQL advisory lock of a connection
 
 
 @dataclass
@@ -67,6 +72,51 @@ class Plan:
 def sync_messages(connection_id: int, message_ids: list[int]) -> None:
     """Bring the CRM up to date for some messages of one connection."""
     ctx = current()
+    with _one_at_a_time(ctx, connection_id) as held:
+        if not held:
+            logger.info("sync requeued connection_id=%s (busy)", connection_id)
+            ctx.jobs.enqueue_in(
+                timedelta(seconds=5),
+                sync_messages,
+                connection_id,
+                message_ids,
+                queue="crm",
+            )
+            return
+        _sync_connection(ctx, connection_id, message_ids)
+
+
+@contextmanager
+def _one_at_a_time(ctx: WorkerContext, connection_id: int) -> Iterator[bool]:
+    """Hold the connection's advisory lock, so no two jobs write the same activity.
+
+    Two jobs of one message at once would both see no CRM id in the ledger and both
+    create. The lock lives in the database session, so a killed worker's lock goes
+    with its connection. SQLite (the quick start) runs one job at a time anyway.
+    """
+    engine = ctx.db.engine
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = {"ns": LOCK_NAMESPACE, "id": connection_id}
+    with engine.connect() as conn:
+        deadline = time.monotonic() + LOCK_WAIT
+        while not conn.scalar(text("SELECT pg_try_advisory_lock(:ns, :id)"), key):
+            if time.monotonic() > deadline:
+                yield False
+                return
+            time.sleep(0.2)
+        conn.commit()  # the lock outlives the transaction; hold no snapshot
+        try:
+            yield True
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), key)
+            conn.commit()
+
+
+def _sync_connection(
+    ctx: WorkerContext, connection_id: int, message_ids: list[int]
+) -> None:
     with ctx.db.session_factory() as session:
         connection = session.get(CrmConnection, connection_id)
         if connection is None or not _active(connection):
@@ -242,8 +292,7 @@ def _write(
         if record.external_id is None:
             to_create.append(plan)
         elif record.synced_event_count < plan.activity.event_count:
-            client.update(record.external_id, plan.activity)
-            _created(record, record.external_id, plan.activity.event_count)
+            _update(client, record, plan.activity)
     session.commit()
     _create(session, client, to_create)
     connection.last_success_at = datetime.now(UTC)
@@ -251,6 +300,24 @@ def _write(
     if usage is not None:
         connection.api_usage = usage
     session.commit()
+
+
+def _update(client: CrmClient, record: CrmRecord, activity: Activity) -> None:
+    """Bring a record up to date; one the CRM refuses (say, deleted there) is left."""
+    assert record.external_id is not None
+    try:
+        client.update(record.external_id, activity)
+    except Rejected as exc:
+        logger.warning(
+            "update refused marker=%s external_id=%s error=%s",
+            record.marker,
+            record.external_id,
+            exc,
+        )
+        record.last_error = str(exc)[:1000]
+        record.synced_event_count = activity.event_count
+        return
+    _created(record, record.external_id, activity.event_count)
 
 
 def _create(session: Session, client: CrmClient, plans: Sequence[Plan]) -> None:
