@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.models import Link, Message, User
+from app.privacy.rules import decide
 from app.tracking.hotpath import LINK_PREFIX, PIXEL_PREFIX
 from app.tracking.rewrite import Rewritten, rewrite
 from app.tracking.tokens import new_token
@@ -37,7 +38,20 @@ def register_message(
     public_url: str,
     sender_ip: str | None,
 ) -> Registered:
-    """Store a message and return its HTML and text with tracking added."""
+    """Store a message and return its HTML and text with tracking added.
+
+    A message to anyone the organisation does not track comes back untouched, with
+    the reason in ``tracking_disabled_reason``.
+    """
+    recipients = [*data["to"], *data.get("cc", []), *data.get("bcc", [])]
+    tracking = decide(
+        session,
+        user.organization,
+        recipients,
+        track=data.get("track", True),
+        track_opens=data.get("track_opens", True),
+        track_links=data.get("track_links", True),
+    )
     message = Message(
         public_id=new_token(),
         org_id=user.org_id,
@@ -48,8 +62,9 @@ def register_message(
         cc=data.get("cc", []),
         bcc=data.get("bcc", []),
         sent_at=data.get("sent_at") or datetime.now(UTC),
-        track_opens=data.get("track_opens", True),
-        track_links=data.get("track_links", True),
+        track_opens=tracking.opens,
+        track_links=tracking.links,
+        tracking_disabled_reason=tracking.reason,
         sender_ip=sender_ip,
     )
     session.add(message)
@@ -61,13 +76,17 @@ def register_message(
         return link_url(public_url, link.token)
 
     pixel = pixel_url(public_url, message.token) if message.track_opens else None
-    rewritten = rewrite(
-        data.get("html"),
-        data.get("text"),
-        pixel_url=pixel,
-        link_for=link_for if message.track_links else None,
-        rewrite_text_links=message.track_links and data.get("track_text_links", False),
-    )
+    if tracking.opens or tracking.links:
+        rewritten = rewrite(
+            data.get("html"),
+            data.get("text"),
+            pixel_url=pixel,
+            link_for=link_for if message.track_links else None,
+            rewrite_text_links=message.track_links
+            and data.get("track_text_links", False),
+        )
+    else:
+        rewritten = Rewritten(data.get("html"), data.get("text"), [])
     message.links = links
     session.flush()
     return Registered(message, rewritten, pixel)

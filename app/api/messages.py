@@ -17,6 +17,7 @@ from app.api.schemas import (
     MessagePageSchema,
     MessageSchema,
     PageArgsSchema,
+    tracking_of,
 )
 from app.auth import api_auth, current_user
 from app.extensions import db_session
@@ -83,6 +84,7 @@ def create_message() -> ResponseReturnValue:
         "pixel_url": registered.pixel_url,
         "links": registered.rewritten.links,
         "sent_at": registered.message.sent_at,
+        "tracking": tracking_of(registered.message),
     }
     return MessageCreatedSchema().dump(body), 201
 

@@ -45,6 +45,8 @@ class MessageCreateSchema(Schema):
     bcc = _addresses()
     html = fields.String(load_default=None, validate=validate.Length(max=MAX_BODY))
     text = fields.String(load_default=None, validate=validate.Length(max=MAX_BODY))
+    # False: neither pixel nor tracked links (the same as both switches below off).
+    track = fields.Boolean(load_default=True)
     track_opens = fields.Boolean(load_default=True)
     track_links = fields.Boolean(load_default=True)
     track_text_links = fields.Boolean(load_default=False)
@@ -71,6 +73,22 @@ class LinkSchema(Schema):
     tracked_url = fields.String()
 
 
+class TrackingSchema(Schema):
+    """Whether a message has a pixel and tracked links, and why not if it does not."""
+
+    opens = fields.Boolean()
+    links = fields.Boolean()
+    reason = fields.String(allow_none=True)
+
+
+def tracking_of(message: Any) -> dict[str, Any]:
+    return {
+        "opens": message.track_opens,
+        "links": message.track_links,
+        "reason": message.tracking_disabled_reason,
+    }
+
+
 class MessageCreatedSchema(Schema):
     id = fields.String()
     subject = fields.String()
@@ -79,6 +97,7 @@ class MessageCreatedSchema(Schema):
     pixel_url = fields.String(allow_none=True)
     links = fields.List(fields.Nested(LinkSchema))
     sent_at = fields.DateTime()
+    tracking = fields.Nested(TrackingSchema)
 
 
 class MessageSchema(Schema):
@@ -96,6 +115,7 @@ class MessageSchema(Schema):
     replied_at = fields.DateTime(allow_none=True)
     track_opens = fields.Boolean()
     track_links = fields.Boolean()
+    tracking = fields.Function(tracking_of)
 
 
 class MessagePageSchema(Schema):
