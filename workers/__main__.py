@@ -8,7 +8,7 @@ import os
 import threading
 
 import redis
-from rq import Worker
+from rq import Queue, Worker
 
 from workers.context import WorkerContext, current
 from workers.queue import QUEUES, RqJobs
@@ -16,6 +16,7 @@ from workers.queue import QUEUES, RqJobs
 logger = logging.getLogger("workers")
 
 SWEEP_LOCK = "trailmark:crm-sweep"
+RETENTION_LOCK = "trailmark:retention"
 
 
 def _sweep_now(ctx: WorkerContext, interval: float) -> None:
@@ -41,6 +42,28 @@ def _sweeper(ctx: WorkerContext, stop: threading.Event) -> None:
             return
 
 
+def _retention_now(ctx: WorkerContext) -> None:
+    """Queue the retention job once per interval, whichever worker gets the lock."""
+    from workers.retention import INTERVAL, TIMEOUT, run_retention
+
+    assert isinstance(ctx.jobs, RqJobs)
+    if ctx.jobs.connection.set(RETENTION_LOCK, os.getpid(), nx=True, ex=INTERVAL):
+        queue = Queue("default", connection=ctx.jobs.connection)
+        queue.enqueue(run_retention, job_timeout=TIMEOUT)
+        logger.debug("retention queued pid=%s", os.getpid())
+
+
+def _retention(ctx: WorkerContext, stop: threading.Event) -> None:
+    """Apply the privacy settings' retention limits, about once an hour."""
+    while True:
+        try:
+            _retention_now(ctx)
+        except redis.RedisError as exc:
+            logger.warning("retention not queued error=%s", exc)
+        if stop.wait(60):
+            return
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run a Trailmark worker.")
     parser.add_argument(
@@ -56,11 +79,17 @@ def main() -> None:
     ctx = current()
     if not isinstance(ctx.jobs, RqJobs):
         raise SystemExit("REDIS_URL must point at a reachable Redis to run a worker.")
-    worker = Worker(list(QUEUES), connection=ctx.jobs.connection)
+    # A job's description holds its arguments: raw hits, with full addresses.
+    worker = Worker(
+        list(QUEUES), connection=ctx.jobs.connection, log_job_description=False
+    )
     stop = threading.Event()
     if not args.burst:
         threading.Thread(
             target=_sweeper, args=(ctx, stop), name="crm-sweep", daemon=True
+        ).start()
+        threading.Thread(
+            target=_retention, args=(ctx, stop), name="retention", daemon=True
         ).start()
     try:
         worker.work(
