@@ -205,10 +205,32 @@ def _sync(
     matches: dict[str, Match | None] = {}
     owners: dict[str, str | None] = {}
     plans: list[Plan] = []
+    _match_all(client, messages, matches, owners)
     for message in messages:
         plans.extend(_plans(session, client, connection, org, message, matches, owners))
     session.commit()
     _write(session, client, connection, plans)
+
+
+def _match_all(
+    client: CrmClient,
+    messages: Sequence[Message],
+    matches: dict[str, Match | None],
+    owners: dict[str, str | None],
+) -> None:
+    """Match every recipient up front when the client can match in batches."""
+    match_many = getattr(client, "match_many", None)
+    if match_many is None:
+        return
+    by_sender: dict[str, list[str]] = {}
+    for message in messages:
+        by_sender.setdefault(message.user.email, []).extend(message.recipients)
+    for sender, recipients in by_sender.items():
+        if sender not in owners:
+            owners[sender] = client.owner_for(sender)
+        todo = [r for r in recipients if r.lower() not in matches]
+        if todo:
+            matches.update(match_many(todo, owners[sender]))
 
 
 def _plans(
@@ -282,6 +304,7 @@ def _write(
     session: Session, client: CrmClient, connection: CrmConnection, plans: list[Plan]
 ) -> None:
     to_create: list[Plan] = []
+    to_update: list[Plan] = []
     for plan in plans:
         record = plan.record
         if record.external_id is None and record.attempted_at is not None:
@@ -292,7 +315,8 @@ def _write(
         if record.external_id is None:
             to_create.append(plan)
         elif record.synced_event_count < plan.activity.event_count:
-            _update(client, record, plan.activity)
+            to_update.append(plan)
+    _update_all(client, to_update)
     session.commit()
     _create(session, client, to_create)
     connection.last_success_at = datetime.now(UTC)
@@ -302,22 +326,46 @@ def _write(
     session.commit()
 
 
+def _update_all(client: CrmClient, plans: Sequence[Plan]) -> None:
+    """Bring records up to date, in batches when the client offers them."""
+    update_many = getattr(client, "update_many", None)
+    if update_many is None or len(plans) < 2:
+        for plan in plans:
+            _update(client, plan.record, plan.activity)
+        return
+    errors = update_many([(p.record.external_id, p.activity) for p in plans])
+    for plan, error in zip(plans, errors, strict=True):
+        if error is None:
+            _created(
+                plan.record, str(plan.record.external_id), plan.activity.event_count
+            )
+        elif isinstance(error, Rejected):
+            _refused(plan.record, plan.activity, error)
+    retryable = [e for e in errors if e is not None and not isinstance(e, Rejected)]
+    if retryable:
+        raise retryable[0]
+
+
 def _update(client: CrmClient, record: CrmRecord, activity: Activity) -> None:
     """Bring a record up to date; one the CRM refuses (say, deleted there) is left."""
     assert record.external_id is not None
     try:
         client.update(record.external_id, activity)
     except Rejected as exc:
-        logger.warning(
-            "update refused marker=%s external_id=%s error=%s",
-            record.marker,
-            record.external_id,
-            exc,
-        )
-        record.last_error = str(exc)[:1000]
-        record.synced_event_count = activity.event_count
+        _refused(record, activity, exc)
         return
     _created(record, record.external_id, activity.event_count)
+
+
+def _refused(record: CrmRecord, activity: Activity, exc: Rejected) -> None:
+    logger.warning(
+        "update refused marker=%s external_id=%s error=%s",
+        record.marker,
+        record.external_id,
+        exc,
+    )
+    record.last_error = str(exc)[:1000]
+    record.synced_event_count = activity.event_count
 
 
 def _create(session: Session, client: CrmClient, plans: Sequence[Plan]) -> None:
@@ -334,6 +382,9 @@ def _create(session: Session, client: CrmClient, plans: Sequence[Plan]) -> None:
             plan.record.last_error = str(result)[:1000]
             if isinstance(result, Rejected):
                 plan.record.state = "failed"
+            if isinstance(result, RateLimited | SessionExpired):
+                # Refused before anything was written: nothing to look for later.
+                plan.record.attempted_at = None
             failures.append(result)
         else:
             _created(plan.record, result, plan.activity.event_count)
