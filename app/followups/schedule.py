@@ -1,7 +1,7 @@
-"""Business days, quiet hours and time zones: when a reminder goes out, a task falls due.
+"""Business days, quiet hours, time zones: when reminders go out and tasks fall due.
 
 All functions take and return aware datetimes; they compute in the rep's local time
-(wall-clock arithmetic, so a day is a calendar day across DST changes) and answer in UTC.
+(wall-clock arithmetic: a day is a calendar day across DST changes), answer in UTC.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def add_business_days(moment: datetime, days: int, schedule: Schedule) -> dateti
 
 
 def due_date(moment: datetime, days: int, schedule: Schedule) -> date:
-    """The local date a task created at ``moment`` falls due, ``days`` working days on."""
+    """The local date a task made at ``moment`` falls due, ``days`` working days on."""
     return add_business_days(moment, days, schedule).astimezone(schedule.zone).date()
 
 
