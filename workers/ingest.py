@@ -348,9 +348,11 @@ def _notification(message: Message, event: Event) -> Notification:
 
 
 def _hand_on(ctx: WorkerContext, inserted: list[Event]) -> None:
-    """Queue CRM syncing for the counted events just stored."""
+    """Queue CRM syncing and follow-up rules for the counted events just stored."""
+    from workers import followups
     from workers.sync import events_stored
 
     counted = [event.id for event in inserted if event.counted]
     if counted:
         events_stored(ctx, counted)
+        followups.events_stored(ctx, counted)
