@@ -16,6 +16,7 @@ from workers.queue import QUEUES, RqJobs
 logger = logging.getLogger("workers")
 
 SWEEP_LOCK = "trailmark:crm-sweep"
+FOLLOWUP_LOCK = "trailmark:followup-sweep"
 RETENTION_LOCK = "trailmark:retention"
 
 
@@ -28,6 +29,16 @@ def _sweep_now(ctx: WorkerContext, interval: float) -> None:
     if ctx.jobs.connection.set(SWEEP_LOCK, os.getpid(), nx=True, ex=ttl):
         ctx.jobs.enqueue(sweep, queue="crm")
         logger.debug("crm sweep queued pid=%s", os.getpid())
+    _followup_sweep_now(ctx, ttl)
+
+
+def _followup_sweep_now(ctx: WorkerContext, ttl: int) -> None:
+    """Queue one follow-up sweep (due checks, reminders, owed tasks) per interval."""
+    from workers.followups import sweep
+
+    assert isinstance(ctx.jobs, RqJobs)
+    if ctx.jobs.connection.set(FOLLOWUP_LOCK, os.getpid(), nx=True, ex=ttl):
+        ctx.jobs.enqueue(sweep)
 
 
 def _sweeper(ctx: WorkerContext, stop: threading.Event) -> None:
