@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "SPOOL_BATCH_SIZE": 1000,
     "TOKEN_ENCRYPTION_KEYS": "",
     "SESSION_COOKIE_SECURE": False,
+    # How long one live-notification stream stays open before the browser reconnects.
+    "STREAM_SECONDS": 25.0,
     "SALESFORCE_CLIENT_ID": "",
     "SALESFORCE_CLIENT_SECRET": "",
     "SALESFORCE_LOGIN_URL": "https://login.salesforce.com",
@@ -42,6 +44,7 @@ _FLOATS = {
     "SALESFORCE_TIMEOUT",
     "CRM_SWEEP_INTERVAL",
     "HUBSPOT_TIMEOUT",
+    "STREAM_SECONDS",
 }
 _BOOLS = {"SESSION_COOKIE_SECURE"}
 

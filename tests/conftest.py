@@ -124,6 +124,7 @@ def settings(tmp_path: Path, database_url: str, **extra: Any) -> dict[str, Any]:
         "GEOIP_CITY_DB": GEOIP_CITY,
         "GEOIP_ASN_DB": GEOIP_ASN,
         "TOKEN_ENCRYPTION_KEYS": TEST_KEYS,
+        "STREAM_SECONDS": 2.0,
         **extra,
     }
 

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 
-from flask import Response, request
+from flask import Response, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -18,9 +18,9 @@ from app.extensions import database, db_session, notifier
 from app.models import Message, Notification
 from app.notify import Notifier
 
-# A stream ends after this long and the browser reconnects with Last-Event-ID, so a
-# connection never holds a server thread for long and nothing is missed in between.
-STREAM_SECONDS = 25.0
+# A stream ends after STREAM_SECONDS (25 by default) and the browser reconnects with
+# Last-Event-ID, so a connection never holds a server thread for long and nothing is
+# missed in between.
 HEARTBEAT_SECONDS = 10.0
 
 
@@ -56,17 +56,21 @@ def _latest_id(user_id: int) -> int:
     return latest or 0
 
 
-def _stream(db: Database, hub: Notifier, user_id: int, last_id: int) -> Iterator[str]:
+def _stream(
+    db: Database, hub: Notifier, user_id: int, last_id: int, seconds: float
+) -> Iterator[str]:
     subscription = hub.subscribe(user_id)
     try:
-        yield "retry: 1000\n\n"
-        deadline = time.monotonic() + STREAM_SECONDS
+        # The id tells the browser where to resume, even before a first event.
+        yield f"id: {last_id}\nretry: 1000\n\n"
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for item in _after(db, user_id, last_id):
                 last_id = int(str(item["id"]))
                 data = json.dumps(item)
                 yield f"id: {last_id}\nevent: notification\ndata: {data}\n\n"
-            if not subscription.wait(HEARTBEAT_SECONDS):
+            remaining = deadline - time.monotonic()
+            if not subscription.wait(max(0.0, min(HEARTBEAT_SECONDS, remaining))):
                 yield ": keep-alive\n\n"
     finally:
         subscription.close()
@@ -86,7 +90,8 @@ def notification_stream() -> ResponseReturnValue:
     user = signed_in()
     last_id = _start_id(user.id)
     db_session().close()
-    body = _stream(database(), notifier(), user.id, last_id)
+    seconds = float(current_app.config["STREAM_SECONDS"])
+    body = _stream(database(), notifier(), user.id, last_id, seconds)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return Response(body, mimetype="text/event-stream", headers=headers)
 

@@ -1,0 +1,84 @@
+"""Live notifications: counted events reach the sender's stream, machine ones do not."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tests.conftest import Account
+from tests.test_tracking import hit
+
+GMAIL = (
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 "
+    "(via ggpht.com GoogleImageProxy)"
+)
+
+
+def _events(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:
+    """Parse an SSE byte stream into its 'notification' events."""
+    buffer = b""
+    for chunk in lines:
+        buffer += chunk
+        while b"\n\n" in buffer:
+            block, buffer = buffer.split(b"\n\n", 1)
+            fields = dict(
+                line.split(": ", 1)
+                for line in block.decode().splitlines()
+                if ": " in line
+            )
+            if fields.get("event") == "notification":
+                yield {"id": fields["id"], **json.loads(fields["data"])}
+
+
+def test_an_open_reaches_the_live_stream_with_place_and_device(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(subject="Q3 pricing", html="<p>Hi</p>")
+    stream = account.get("/api/v1/notifications/stream", buffered=False)
+    assert stream.status_code == 200
+    assert stream.mimetype == "text/event-stream"
+    chunks = iter(stream.response)
+    assert b"retry:" in next(chunks)  # the stream is open before the hit
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [received.put(e) for e in _events(chunks)], daemon=True
+    )
+    reader.start()
+    hit(account.client, created["pixel_url"], headers={"User-Agent": GMAIL})
+    hit(account.client, created["pixel_url"])
+    run_jobs()
+    first, second = received.get(timeout=10), received.get(timeout=10)
+    reader.join(timeout=10)  # the stream ends by itself after STREAM_SECONDS
+    assert first["title"] == "prospect@example.com opened “Q3 pricing”"
+    assert "proxy" in first["body"]
+    assert second["body"] == "in Linköping, Sweden · on Chrome on Mac OS X 10.15.7"
+    assert second["message_id"] == created["id"]
+
+
+def test_machine_events_make_no_notification(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    hit(account.client, created["pixel_url"], method="HEAD")
+    hit(account.client, created["pixel_url"], headers={"User-Agent": "curl/8.0"})
+    run_jobs()
+    assert account.get("/api/v1/notifications").get_json() == {"notifications": []}
+
+
+def test_stream_resumes_after_last_event_id(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    hit(account.client, created["pixel_url"])
+    run_jobs()
+    [latest] = account.get("/api/v1/notifications").get_json()["notifications"]
+    replay = account.client.get(
+        "/api/v1/notifications/stream",
+        headers={**account.headers, "Last-Event-ID": "0"},
+        buffered=False,
+    )
+    [again] = list(_events(iter(replay.response)))
+    assert again["id"] == latest["id"]
