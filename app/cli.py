@@ -102,3 +102,6 @@ def upgrade(revision: str) -> None:
 def init_app(app: Flask) -> None:
     app.cli.add_command(user_cli)
     app.cli.add_command(db_cli)
+    from app.privacy.cli import privacy_cli
+
+    app.cli.add_command(privacy_cli)

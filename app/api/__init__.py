@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from app.api import messages, notifications, openapi, rules  # noqa: E402, F401
+from app.api import messages, notifications, openapi, privacy, rules  # noqa: E402, F401

@@ -1,0 +1,316 @@
+"""One person's data: everything held about a recipient address, to export or erase.
+
+A message with the address as its only recipient belongs to that person: erasing
+deletes it whole, with its links, events, notifications and CRM ledger rows. A
+message that went to others as well stays for them: the address leaves its
+recipient lists, the events attributed to the address go, and the events that could
+be anyone's keep only their type, time and grade (address, user agent, place,
+network and device are cleared). The records the CRMs hold cannot be deleted from
+here; the erase report lists each one so an admin can delete it there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Text, cast, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.models import (
+    CrmConnection,
+    CrmRecord,
+    DoNotTrack,
+    Event,
+    Link,
+    Message,
+    Notification,
+    Organization,
+    User,
+)
+from app.privacy.rules import lookup_keys, normalise
+
+_EVENT_FIELDS = (
+    "type",
+    "occurred_at",
+    "received_at",
+    "classification",
+    "counted",
+    "reasons",
+    "implied",
+    "possible_forward",
+    "recipient",
+    "method",
+    "ip",
+    "ip_prefix",
+    "user_agent",
+    "country",
+    "country_code",
+    "region",
+    "city",
+    "asn",
+    "network",
+    "device_client",
+    "device_os",
+    "device_type",
+    "raw_purged_at",
+)
+# What is left of an event that cannot be told apart from other recipients'.
+_SHARED_EVENT_FIELDS = ("type", "occurred_at", "classification", "counted")
+_CLEARED = {
+    "ip": None,
+    "ip_prefix": None,
+    "user_agent": None,
+    "country": None,
+    "country_code": None,
+    "region": None,
+    "city": None,
+    "asn": None,
+    "network": None,
+    "device_client": None,
+    "device_os": None,
+    "device_type": "unknown",
+}
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def find_messages(
+    session: Session, address: str, org_id: int | None = None
+) -> list[Message]:
+    """Messages with the address among their recipients, in any letter case."""
+    address = normalise(address)
+    query = select(Message).order_by(Message.id)
+    if org_id is not None:
+        query = query.where(Message.org_id == org_id)
+    if address.isascii():
+        # The recipient lists are stored as JSON text: narrow down in the database.
+        # NOTE: this is a scan of the organisation's messages; fine for requests
+        # that come a few times a day, not for a hot path.
+        needle = json.dumps(address)
+        columns = (Message.to, Message.cc, Message.bcc)
+        query = query.where(
+            or_(
+                *(
+                    func.lower(cast(column, Text)).contains(needle, autoescape=True)
+                    for column in columns
+                )
+            )
+        )
+    return [m for m in session.scalars(query) if address in _lowered(m.recipients)]
+
+
+def _lowered(addresses: Sequence[str]) -> set[str]:
+    return {a.strip().lower() for a in addresses}
+
+
+def _is_only_recipient(message: Message, address: str) -> bool:
+    return _lowered(message.recipients) == {address}
+
+
+def _crm_records(
+    session: Session, message_ids: list[int], address: str
+) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(CrmRecord, CrmConnection)
+        .join(CrmConnection, CrmConnection.id == CrmRecord.connection_id)
+        .where(CrmRecord.message_id.in_(message_ids), CrmRecord.recipient == address)
+        .order_by(CrmRecord.id)
+    )
+    return [
+        {
+            "provider": connection.provider,
+            "account": connection.external_account_id,
+            "instance_url": connection.instance_url,
+            "object_type": record.object_type,
+            "external_id": record.external_id,
+            "kind": record.kind,
+            "state": record.state,
+            # Written into the CRM record, to find one whose id never came back.
+            "marker": record.marker,
+            "attempted_at": _plain(record.attempted_at),
+            "message_id": record.message_id,
+            "created_at": _plain(record.created_at),
+        }
+        for record, connection in rows
+    ]
+
+
+def _do_not_track(
+    session: Session, address: str, org_id: int | None
+) -> list[dict[str, Any]]:
+    query = (
+        select(DoNotTrack, Organization.name)
+        .join(Organization, Organization.id == DoNotTrack.org_id)
+        .where(DoNotTrack.value.in_(lookup_keys(address)))
+    )
+    if org_id is not None:
+        query = query.where(DoNotTrack.org_id == org_id)
+    return [
+        {
+            "organization": org_name,
+            "value": entry.value,
+            "kind": entry.kind,
+            "created_at": _plain(entry.created_at),
+        }
+        for entry, org_name in session.execute(query.order_by(DoNotTrack.id))
+    ]
+
+
+def _event_export(event: Event, whole: bool) -> dict[str, Any]:
+    names = _EVENT_FIELDS if whole else _SHARED_EVENT_FIELDS
+    return {name: _plain(getattr(event, name)) for name in names}
+
+
+def _message_export(
+    session: Session, message: Message, address: str, crm: list[dict[str, Any]]
+) -> dict[str, Any]:
+    only = _is_only_recipient(message, address)
+    events = session.scalars(
+        select(Event).where(Event.message_id == message.id).order_by(Event.id)
+    ).all()
+    mine = [e for e in events if only or (e.recipient or "").lower() == address]
+    anyones = [] if only else [e for e in events if e.recipient is None]
+    notifications = session.scalars(
+        select(Notification)
+        .where(Notification.event_id.in_([e.id for e in mine]))
+        .order_by(Notification.id)
+    ).all()
+    org = session.get(Organization, message.org_id)
+    sender = session.get(User, message.user_id)
+    return {
+        "id": message.public_id,
+        "organization": org.name if org else None,
+        "sender": sender.email if sender else None,
+        "subject": message.subject,
+        "to": message.to,
+        "cc": message.cc,
+        # Other blind-copied recipients are not this person's to see.
+        "bcc": [a for a in message.bcc if a.strip().lower() == address],
+        "only_recipient": only,
+        "sent_at": _plain(message.sent_at),
+        "created_at": _plain(message.created_at),
+        "track_opens": message.track_opens,
+        "track_links": message.track_links,
+        "tracking_disabled_reason": message.tracking_disabled_reason,
+        "opens": message.open_count,
+        "clicks": message.click_count,
+        "first_open_at": _plain(message.first_open_at),
+        "last_open_at": _plain(message.last_open_at),
+        "replied_at": _plain(message.replied_at),
+        "links": [link.url for link in message.links],
+        "events": [_event_export(e, whole=True) for e in mine],
+        "events_of_any_recipient": [_event_export(e, whole=False) for e in anyones],
+        "notifications": [
+            {"title": n.title, "body": n.body, "created_at": _plain(n.created_at)}
+            for n in notifications
+        ],
+        "crm_records": [r for r in crm if r["message_id"] == message.id],
+    }
+
+
+def export_person(
+    session: Session, address: str, org_id: int | None = None
+) -> dict[str, Any]:
+    """Everything held about one recipient address, as plain JSON values."""
+    address = normalise(address)
+    messages = find_messages(session, address, org_id)
+    crm = _crm_records(session, [m.id for m in messages], address)
+    exported = [_message_export(session, m, address, crm) for m in messages]
+    for message in exported:
+        for record in message["crm_records"]:
+            record.pop("message_id", None)
+    return {
+        "address": address,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "messages": exported,
+        "do_not_track": _do_not_track(session, address, org_id),
+    }
+
+
+def _delete_messages(session: Session, ids: list[int]) -> dict[str, int]:
+    """Delete messages and everything hanging off them; return the row counts."""
+    if not ids:
+        return {"messages": 0, "events": 0}
+    session.execute(delete(Notification).where(Notification.message_id.in_(ids)))
+    events = session.execute(delete(Event).where(Event.message_id.in_(ids)))
+    session.execute(delete(CrmRecord).where(CrmRecord.message_id.in_(ids)))
+    session.execute(delete(Link).where(Link.message_id.in_(ids)))
+    messages = session.execute(delete(Message).where(Message.id.in_(ids)))
+    return {
+        "messages": getattr(messages, "rowcount", 0),
+        "events": getattr(events, "rowcount", 0),
+    }
+
+
+def _leave_shared(
+    session: Session, messages: list[Message], address: str
+) -> dict[str, int]:
+    """Take the address out of messages that others received too."""
+    if not messages:
+        return {"events": 0, "cleared": 0}
+    ids = [m.id for m in messages]
+    for message in messages:
+        for field in ("to", "cc", "bcc"):
+            kept = [a for a in getattr(message, field) if a.strip().lower() != address]
+            setattr(message, field, kept)
+    attributed = select(Event.id).where(
+        Event.message_id.in_(ids), func.lower(Event.recipient) == address
+    )
+    session.execute(delete(Notification).where(Notification.event_id.in_(attributed)))
+    events = session.execute(delete(Event).where(Event.id.in_(attributed)))
+    cleared = session.execute(
+        update(Event)
+        .where(Event.message_id.in_(ids), Event.recipient.is_(None))
+        .values(**_CLEARED, raw_purged_at=datetime.now(UTC))
+    )
+    session.execute(
+        delete(CrmRecord).where(
+            CrmRecord.message_id.in_(ids), CrmRecord.recipient == address
+        )
+    )
+    from workers.ingest import recount_message
+
+    for message_id in ids:
+        recount_message(session, message_id)
+    return {
+        "events": getattr(events, "rowcount", 0),
+        "cleared": getattr(cleared, "rowcount", 0),
+    }
+
+
+def erase_person(
+    session: Session, address: str, org_id: int | None = None
+) -> dict[str, Any]:
+    """Delete what is held about an address here; report what the CRMs still hold.
+
+    The caller commits. The do-not-track entries that cover the address are kept
+    (removing them would let tracking start again) and listed in the report.
+    """
+    address = normalise(address)
+    messages = find_messages(session, address, org_id)
+    crm = _crm_records(session, [m.id for m in messages], address)
+    only = [m for m in messages if _is_only_recipient(m, address)]
+    shared = [m for m in messages if not _is_only_recipient(m, address)]
+    deleted = _delete_messages(session, [m.id for m in only])
+    left = _leave_shared(session, shared, address)
+    session.flush()
+    return {
+        "address": address,
+        "erased_at": datetime.now(UTC).isoformat(),
+        "messages_deleted": deleted["messages"],
+        "messages_updated": len(shared),
+        "events_deleted": deleted["events"] + left["events"],
+        "events_cleared": left["cleared"],
+        "crm_records": [
+            {k: v for k, v in r.items() if k != "message_id"}
+            for r in crm
+            # Without an id and never attempted, nothing was written upstream.
+            if r["external_id"] or r["attempted_at"]
+        ],
+        "kept": {"do_not_track": _do_not_track(session, address, org_id)},
+    }
