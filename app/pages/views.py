@@ -21,6 +21,7 @@ from app.extensions import db_session
 from app.models import CrmConnection, Event, Message
 from app.pages import bp
 from app.pages.chart import open_bars
+from app.privacy.settings import entries as privacy_entries
 from integrations.registry import PROVIDERS, get_provider
 
 
@@ -143,4 +144,5 @@ def settings() -> ResponseReturnValue:
         org=g.user.organization,
         connections={c.provider: c for c in connections},
         providers=[get_provider(name) for name in PROVIDERS],
+        do_not_track=privacy_entries(db_session(), g.user.org_id),
     )
