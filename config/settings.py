@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "SALESFORCE_TIMEOUT": 30.0,
     # How often (seconds) a worker makes sure one CRM sweep is queued.
     "CRM_SWEEP_INTERVAL": 60.0,
+    # How long (seconds) a create whose answer was lost may still land at the CRM;
+    # it is looked for, not repeated, until then. Keep it above every read timeout.
+    "CRM_IN_DOUBT_SECONDS": 120.0,
     "HUBSPOT_CLIENT_ID": "",
     "HUBSPOT_CLIENT_SECRET": "",
     "HUBSPOT_API_URL": "https://api.hubapi.com",
@@ -43,6 +46,7 @@ _FLOATS = {
     "SPOOL_FLUSH_INTERVAL",
     "SALESFORCE_TIMEOUT",
     "CRM_SWEEP_INTERVAL",
+    "CRM_IN_DOUBT_SECONDS",
     "HUBSPOT_TIMEOUT",
     "STREAM_SECONDS",
 }

@@ -44,6 +44,7 @@ from integrations.base import (
     RateLimited,
     Rejected,
     SessionExpired,
+    UpstreamFailed,
 )
 from integrations.crypto import TokenCipher
 from integrations.registry import get_provider
@@ -305,6 +306,7 @@ def _write(
 ) -> None:
     to_create: list[Plan] = []
     to_update: list[Plan] = []
+    in_doubt: list[Plan] = []
     for plan in plans:
         record = plan.record
         if record.external_id is None and record.attempted_at is not None:
@@ -312,6 +314,9 @@ def _write(
             if found:
                 logger.info("found earlier record marker=%s", record.marker)
                 _created(record, found, 0)
+            elif _maybe_in_flight(record):
+                in_doubt.append(plan)
+                continue
         if record.external_id is None:
             to_create.append(plan)
         elif record.synced_event_count < plan.activity.event_count:
@@ -319,11 +324,29 @@ def _write(
     _update_all(client, to_update)
     session.commit()
     _create(session, client, to_create)
+    if in_doubt:
+        session.commit()
+        raise UpstreamFailed(
+            f"{len(in_doubt)} earlier write(s) may still be in progress; retrying later"
+        )
     connection.last_success_at = datetime.now(UTC)
     usage = client.usage()
     if usage is not None:
         connection.api_usage = usage
     session.commit()
+
+
+def _maybe_in_flight(record: CrmRecord) -> bool:
+    """Whether a create not found yet may still be running at the CRM.
+
+    A request that timed out or whose worker died can still commit upstream for a
+    while; creating again inside that window would make a second record.
+    """
+    window = float(current().settings.get("CRM_IN_DOUBT_SECONDS") or 120.0)
+    attempted = as_utc(record.attempted_at)
+    return attempted is not None and attempted > datetime.now(UTC) - timedelta(
+        seconds=window
+    )
 
 
 def _update_all(client: CrmClient, plans: Sequence[Plan]) -> None:
