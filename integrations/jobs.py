@@ -120,6 +120,9 @@ def _sync_connection(
 ) -> None:
     with ctx.db.session_factory() as session:
         connection = session.get(CrmConnection, connection_id)
+        if connection is not None and _paused(connection):
+            _later(ctx, connection, message_ids)
+            return
         if connection is None or not _active(connection):
             logger.info("sync skipped connection_id=%s (not active)", connection_id)
             return
@@ -134,6 +137,23 @@ def _sync_connection(
             _pause(ctx, session, connection, exc, message_ids)
         except AuthLost:
             logger.warning("sync stopped: access lost connection_id=%s", connection_id)
+
+
+def _paused(connection: CrmConnection) -> bool:
+    paused = as_utc(connection.paused_until)
+    return connection.status == "connected" and (
+        paused is not None and paused > datetime.now(UTC)
+    )
+
+
+def _later(
+    ctx: WorkerContext, connection: CrmConnection, message_ids: list[int]
+) -> None:
+    """A job that arrives during a pause (the scheduler runs to the second) waits."""
+    paused = as_utc(connection.paused_until) or datetime.now(UTC)
+    delay = max(paused - datetime.now(UTC), timedelta(seconds=1))
+    logger.info("sync deferred connection_id=%s (paused)", connection.id)
+    ctx.jobs.enqueue_in(delay, sync_messages, connection.id, message_ids, queue="crm")
 
 
 def _active(connection: CrmConnection) -> bool:
