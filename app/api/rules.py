@@ -17,6 +17,9 @@ from app.followups import service
 from app.followups.models import FollowUpRule
 from app.followups.rules import RuleSchema
 
+# Top-level fields only: a trigger or an action, when given, is given whole.
+PATCHABLE = ("name", "enabled", "scope", "trigger", "actions")
+
 
 class RuleOutSchema(Schema):
     id = fields.Integer()
@@ -80,7 +83,7 @@ def get_rule(rule_id: int) -> ResponseReturnValue:
 @api_auth
 def update_rule(rule_id: int) -> ResponseReturnValue:
     rule = _rule(rule_id)
-    data = RuleSchema(partial=True).load(json_body())
+    data = RuleSchema(partial=PATCHABLE).load(json_body())
     session = db_session()
     _allowed(lambda: service.update_rule(session, signed_in(), rule, data))
     session.commit()

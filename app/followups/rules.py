@@ -148,7 +148,7 @@ class ActionSchema(Schema):
 
 
 class RuleSchema(Schema):
-    """A rule as a person writes it; PATCH loads it with ``partial=True``."""
+    """A rule as a person writes it; PATCH leaves out what it does not change."""
 
     class Meta:
         unknown = EXCLUDE
