@@ -417,13 +417,13 @@ def _write_task(
     session.commit()
     if record.state in FINAL_STATES:
         return
-    match = _target(client, firing, message)
-    if match is None:
-        record.state = "no_match"
-        return
     sender = message.user.email
     if sender not in owners:
         owners[sender] = client.owner_for(sender)
+    match = _target(client, firing, message, owners[sender])
+    if match is None:
+        record.state = "no_match"
+        return
     task = _task(action, record, match, owners[sender] or match.owner_id, message)
     if record.attempted_at is not None:
         found = provider.find_task(client, task)
@@ -446,10 +446,20 @@ def _write_task(
 
 
 def _target(
-    client: CrmClient, firing: FollowUpFiring, message: Message
+    client: CrmClient, firing: FollowUpFiring, message: Message, owner: str | None
 ) -> Match | None:
-    """The person the task goes on: the attributed recipient, else the first known."""
+    """The person the task goes on: the attributed recipient, else the first known.
+
+    A client that can match for an owner (HubSpot) prefers the sender's own deal,
+    as the engine does for the timeline activities.
+    """
     candidates = [firing.recipient] if firing.recipient else message.recipients
+    match_many = getattr(client, "match_many", None)
+    if match_many is not None:
+        found = match_many(candidates, owner_id=owner)
+        return next(
+            (found[c.lower()] for c in candidates if found.get(c.lower())), None
+        )
     for recipient in candidates:
         match = client.match(recipient)
         if match is not None:
