@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("pages", __name__)
 
-from app.pages import integrations, privacy, views  # noqa: E402, F401
+from app.pages import integrations, privacy, rules, views  # noqa: E402, F401
