@@ -19,7 +19,7 @@ from app.followups.models import FollowUpAction, FollowUpFiring, FollowUpRule
 from app.followups.schedule import Schedule, deliverable_at
 from app.followups.triggers import CountedEvent, event_signal, url_matches
 from app.models import Notification, User
-from tests.conftest import Account
+from tests.conftest import Account, wait_for
 from tests.test_tracking import hit
 from workers import followups
 
@@ -378,3 +378,25 @@ def test_an_organisation_rule_fires_for_every_rep_a_personal_rule_for_its_owner(
             )
         )
     assert owners == ["ann@seller.test", "ann@seller.test", "bob@seller.test"]
+
+
+def test_a_killed_worker_and_a_wiped_redis_lose_no_reminder(
+    app: Flask,
+    account: Account,
+    redis_conn: redis.Redis,
+    worker_process: Callable[..., Any],
+) -> None:
+    add_rule(account, {"type": "first_open"})
+    opened(account, subject="Restarts")
+    app.extensions["trailmark.spool"].flush()
+    first = worker_process(CRM_SWEEP_INTERVAL="1")
+    wait_for(lambda: firings(app), 20)
+    first.kill()
+    first.wait(10)
+    redis_conn.flushdb()
+    time_passes(app)
+
+    worker_process(CRM_SWEEP_INTERVAL="1")
+    wait_for(lambda: reminders(app), 20)
+    assert [n.title for n in reminders(app)] == ["Follow up: Restarts"]
+    assert len(firings(app)) == 1
