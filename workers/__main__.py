@@ -19,6 +19,18 @@ SWEEP_LOCK = "trailmark:crm-sweep"
 FOLLOWUP_LOCK = "trailmark:followup-sweep"
 RETENTION_LOCK = "trailmark:retention"
 
+# Held by the timer threads while they talk to Redis, and taken around every fork:
+# a work horse forked while a thread held a Redis pool or logging lock would hang.
+_FORK_GUARD = threading.Lock()
+
+
+def _guard_forks() -> None:
+    os.register_at_fork(
+        before=_FORK_GUARD.acquire,
+        after_in_parent=_FORK_GUARD.release,
+        after_in_child=_FORK_GUARD.release,
+    )
+
 
 def _sweep_now(ctx: WorkerContext, interval: float) -> None:
     """Queue one CRM sweep per interval, whichever worker gets the lock first."""
@@ -46,7 +58,8 @@ def _sweeper(ctx: WorkerContext, stop: threading.Event) -> None:
     interval = float(ctx.settings["CRM_SWEEP_INTERVAL"])
     while True:
         try:
-            _sweep_now(ctx, interval)
+            with _FORK_GUARD:
+                _sweep_now(ctx, interval)
         except redis.RedisError as exc:
             logger.warning("crm sweep not queued error=%s", exc)
         if stop.wait(interval):
@@ -68,7 +81,8 @@ def _retention(ctx: WorkerContext, stop: threading.Event) -> None:
     """Apply the privacy settings' retention limits, about once an hour."""
     while True:
         try:
-            _retention_now(ctx)
+            with _FORK_GUARD:
+                _retention_now(ctx)
         except redis.RedisError as exc:
             logger.warning("retention not queued error=%s", exc)
         if stop.wait(60):
@@ -96,6 +110,7 @@ def main() -> None:
     )
     stop = threading.Event()
     if not args.burst:
+        _guard_forks()
         threading.Thread(
             target=_sweeper, args=(ctx, stop), name="crm-sweep", daemon=True
         ).start()
