@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -56,8 +56,8 @@ def ingest_hits(hits: list[dict[str, Any]]) -> int:
         inserted = _insert(session, rows)
         _regrade_bursts(session, inserted)
         notified = _after_insert(session, inserted, targets)
-    for user_id in notified:
-        ctx.notifier.publish(user_id)
+    for user_id, message_id in notified:
+        ctx.notifier.publish(user_id, message_id)
     _hand_on(ctx, inserted)
     logger.info("ingested hits=%d new_events=%d", len(hits), len(inserted))
     return len(inserted)
@@ -95,18 +95,12 @@ def _history(session: Session, message_ids: set[int]) -> dict[int, list[PriorEve
     history: dict[int, list[PriorEvent]] = defaultdict(list)
     if not message_ids:
         return history
-    ranked = (
-        select(
-            Event,
-            func.row_number()
-            .over(partition_by=Event.message_id, order_by=Event.occurred_at.desc())
-            .label("rank"),
-        )
-        .where(Event.message_id.in_(message_ids))
-        .subquery()
+    query = (
+        _latest_events_lateral(message_ids)
+        if session.bind and session.bind.dialect.name == "postgresql"
+        else _latest_events_ranked(message_ids)
     )
-    query = select(ranked).where(ranked.c.rank <= HISTORY_DEPTH)
-    for row in session.execute(query.order_by(ranked.c.occurred_at)):
+    for row in session.execute(query):
         history[row.message_id].append(
             PriorEvent(
                 kind=row.type,
@@ -118,6 +112,56 @@ def _history(session: Session, message_ids: set[int]) -> dict[int, list[PriorEve
             )
         )
     return history
+
+
+_PRIOR_COLUMNS = (
+    Event.message_id,
+    Event.type,
+    Event.occurred_at,
+    Event.classification,
+    Event.ip_prefix,
+    Event.asn,
+    Event.link_id,
+)
+
+
+def _latest_events_lateral(message_ids: set[int]) -> Select[Any]:
+    """Each message's latest events, read backwards along its index and no further."""
+    # A busy message can hold many thousands of events; ranking them all for every
+    # batch would make each batch slower than the one before.
+    latest = (
+        select(*_PRIOR_COLUMNS)
+        .where(Event.message_id == Message.id)
+        .order_by(Event.occurred_at.desc())
+        .limit(HISTORY_DEPTH)
+        .lateral()
+    )
+    return (
+        select(latest)
+        .select_from(Message)
+        .join(latest, true())
+        .where(Message.id.in_(message_ids))
+        .order_by(latest.c.message_id, latest.c.occurred_at)
+    )
+
+
+def _latest_events_ranked(message_ids: set[int]) -> Select[Any]:
+    """The same for databases without LATERAL (SQLite, in the quick start)."""
+    ranked = (
+        select(
+            *_PRIOR_COLUMNS,
+            func.row_number()
+            .over(partition_by=Event.message_id, order_by=Event.occurred_at.desc())
+            .label("rank"),
+        )
+        .where(Event.message_id.in_(message_ids))
+        .subquery()
+    )
+    return (
+        select(*(column for column in ranked.c if column.key != "rank"))
+        .where(ranked.c.rank <= HISTORY_DEPTH)
+        .order_by(ranked.c.occurred_at)
+    )
 
 
 def _event_rows(
@@ -252,13 +296,15 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> list[Event]:
         if session.bind and session.bind.dialect.name == "postgresql"
         else sqlite
     )
+    table = Event.__table__
     statement = (
-        dialect.insert(Event)
-        .values(rows)
+        dialect.insert(table)
         .on_conflict_do_nothing(index_elements=["hit_id"])
-        .returning(Event.id)
+        .returning(table.c.id)
     )
-    ids = list(session.scalars(statement))
+    # The rows go as parameters of one cached statement, sent in pages; a VALUES
+    # clause built from the rows would be compiled anew, bind by bind, every batch.
+    ids = list(session.execute(statement, rows).scalars())
     if not ids:
         return []
     return list(
@@ -295,18 +341,19 @@ def _regrade_bursts(session: Session, inserted: list[Event]) -> None:
 
 def _after_insert(
     session: Session, inserted: list[Event], targets: dict[str, _Target]
-) -> set[int]:
-    """Refresh the messages' counts and write notifications; return users to wake."""
+) -> set[tuple[int, str]]:
+    """Refresh counts and write notifications; return (user, message) pairs to wake."""
     messages = {t.message.id: t.message for t in targets.values()}
     for message_id in {event.message_id for event in inserted}:
         _recount(session, message_id)
-    users: set[int] = set()
+    wake: set[tuple[int, str]] = set()
     for event in inserted:
+        message = messages[event.message_id]
         if event.counted and not event.implied:
-            message = messages[event.message_id]
             session.add(_notification(message, event))
-            users.add(message.user_id)
-    return users
+        # Graded-out events make no notification but still belong on an open timeline.
+        wake.add((message.user_id, message.public_id))
+    return wake
 
 
 def recount_message(session: Session, message_id: int) -> None:

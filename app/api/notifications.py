@@ -64,14 +64,20 @@ def _stream(
         # The id tells the browser where to resume, even before a first event.
         yield f"id: {last_id}\nretry: 1000\n\n"
         deadline = time.monotonic() + seconds
+        changed: list[str] = []
         while time.monotonic() < deadline:
             for item in _after(db, user_id, last_id):
                 last_id = int(str(item["id"]))
                 data = json.dumps(item)
                 yield f"id: {last_id}\nevent: notification\ndata: {data}\n\n"
+            for message_id in dict.fromkeys(filter(None, changed)):
+                data = json.dumps({"message_id": message_id})
+                yield f"id: {last_id}\nevent: activity\ndata: {data}\n\n"
             remaining = deadline - time.monotonic()
-            if not subscription.wait(max(0.0, min(HEARTBEAT_SECONDS, remaining))):
+            woken = subscription.wait(max(0.0, min(HEARTBEAT_SECONDS, remaining)))
+            if woken is None:
                 yield ": keep-alive\n\n"
+            changed = woken or []
     finally:
         subscription.close()
 

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from flask import abort, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from app import presenters
@@ -18,7 +18,7 @@ from app.auth import (
     login_required,
 )
 from app.extensions import db_session
-from app.models import CrmConnection, Event, Message
+from app.models import CrmConnection, Event, Message, Notification
 from app.pages import bp
 from app.pages.chart import open_bars
 from app.privacy.settings import entries as privacy_entries
@@ -27,7 +27,19 @@ from integrations.registry import PROVIDERS, get_provider
 
 @bp.app_context_processor
 def _template_helpers() -> dict[str, object]:
-    return {"csrf_token": csrf_token, "p": presenters}
+    return {
+        "csrf_token": csrf_token,
+        "p": presenters,
+        "latest_notification_id": _latest_notification_id,
+    }
+
+
+def _latest_notification_id() -> int:
+    """Where the page's stream starts: nothing after the page was drawn is missed."""
+    latest = db_session().scalar(
+        select(func.max(Notification.id)).where(Notification.user_id == g.user.id)
+    )
+    return int(latest or 0)
 
 
 def _safe_next(target: str | None) -> str:

@@ -36,19 +36,29 @@
       .catch(function () {});
   }
 
-  function onNotification(event) {
-    var item = JSON.parse(event.data);
-    toast(item);
-    desktop(item);
+  function refreshFor(messageId) {
     refresh("[data-live-rows]", "data-live-rows");
     var timeline = document.querySelector("[data-live-timeline]");
-    if (timeline && timeline.dataset.message === item.message_id) {
+    if (timeline && timeline.dataset.message === messageId) {
       refresh("[data-live-timeline]", "data-live-timeline");
     }
   }
 
+  function onNotification(event) {
+    var item = JSON.parse(event.data);
+    toast(item);
+    desktop(item);
+    refreshFor(item.message_id);
+  }
+
+  // Events that make no notification (graded out) still refresh an open page.
+  function onActivity(event) {
+    refreshFor(JSON.parse(event.data).message_id);
+  }
+
   var stream = new EventSource(script.dataset.stream);
   stream.addEventListener("notification", onNotification);
+  stream.addEventListener("activity", onActivity);
   document.documentElement.dataset.stream = "connecting";
   stream.addEventListener("open", function () {
     document.documentElement.dataset.stream = "open";
