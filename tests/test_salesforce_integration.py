@@ -36,6 +36,7 @@ from integrations.crypto import TokenCipher
 from integrations.salesforce.provider import PROVIDER
 from integrations.tokens import refresh
 from tests.conftest import Account, path_of, wait_for
+from tests.test_pages import sign_in
 from workers.queue import QUEUES
 
 CHROME = (
@@ -416,6 +417,9 @@ def test_no_match_writes_nothing_and_the_ledger_says_so(
         ("sent", "no_match"),
         ("open", "no_match"),
     }
+    sign_in(rep.client, rep.email)
+    page = rep.client.get(f"/messages/{created['id']}").get_data(as_text=True)
+    assert page.count("no Salesforce record has this address") == 2
 
 
 # Tokens

@@ -18,7 +18,7 @@ from app.auth import (
     login_required,
 )
 from app.extensions import db_session
-from app.models import CrmConnection, Event, Message, Notification
+from app.models import CrmConnection, CrmRecord, Event, Message, Notification
 from app.pages import bp
 from app.pages.chart import open_bars
 from app.privacy.settings import entries as privacy_entries
@@ -133,7 +133,24 @@ def _message_and_events(public_id: str) -> tuple[Message, list[Event]]:
 def message(public_id: str) -> ResponseReturnValue:
     message, events = _message_and_events(public_id)
     bars = open_bars(events, message.sent_at)
-    return render_template("message.html", message=message, events=events, bars=bars)
+    return render_template(
+        "message.html",
+        message=message,
+        events=events,
+        bars=bars,
+        crm=_crm_records(message),
+    )
+
+
+def _crm_records(message: Message) -> list[tuple[str, CrmRecord]]:
+    """What the connected CRMs hold for a message, per recipient and kind."""
+    rows = db_session().execute(
+        select(CrmConnection.provider, CrmRecord)
+        .join(CrmConnection, CrmConnection.id == CrmRecord.connection_id)
+        .where(CrmRecord.message_id == message.id)
+        .order_by(CrmConnection.provider, CrmRecord.recipient, CrmRecord.id)
+    )
+    return [(provider, record) for provider, record in rows]
 
 
 @bp.get("/messages/<public_id>/timeline")
