@@ -390,13 +390,13 @@ def test_a_killed_worker_and_a_wiped_redis_lose_no_reminder(
     opened(account, subject="Restarts")
     app.extensions["trailmark.spool"].flush()
     first = worker_process(CRM_SWEEP_INTERVAL="1")
-    wait_for(lambda: firings(app), 20)
+    wait_for(lambda: firings(app), 40)
     first.kill()
     first.wait(10)
     redis_conn.flushdb()
     time_passes(app)
 
     worker_process(CRM_SWEEP_INTERVAL="1")
-    wait_for(lambda: reminders(app), 20)
+    wait_for(lambda: reminders(app), 40)
     assert [n.title for n in reminders(app)] == ["Follow up: Restarts"]
     assert len(firings(app)) == 1
