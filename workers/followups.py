@@ -81,8 +81,25 @@ def schedule_for(user: User) -> Schedule:
 
 
 def events_stored(ctx: WorkerContext, event_ids: list[int]) -> None:
-    """Counted events were stored: evaluate their messages' rules in a job."""
-    ctx.jobs.enqueue(evaluate_events, event_ids)
+    """Counted events were stored: evaluate their messages' rules in a job.
+
+    Organisations without an enabled rule cost one query and no job.
+    """
+    with ctx.db.session_factory() as session:
+        has_rules = session.scalar(
+            select(
+                exists().where(
+                    FollowUpRule.enabled.is_(True),
+                    FollowUpRule.org_id.in_(
+                        select(Message.org_id)
+                        .join(Event, Event.message_id == Message.id)
+                        .where(Event.id.in_(event_ids))
+                    ),
+                )
+            )
+        )
+    if has_rules:
+        ctx.jobs.enqueue(evaluate_events, event_ids)
 
 
 def evaluate_events(event_ids: list[int]) -> int:
