@@ -53,7 +53,13 @@ def _init_parts(app: Flask) -> None:
         RedisNotifier(jobs.connection) if isinstance(jobs, RqJobs) else LocalNotifier()
     )
     settings = {key: app.config.get(key) for key in load()}
-    context.configure(settings, db=db, jobs=jobs, notifier=notifier)
+    ctx = context.configure(settings, db=db, jobs=jobs, notifier=notifier)
+    if jobs.inline and not app.testing:
+        # No worker process runs beside the quick start: this process keeps the
+        # periodic jobs (CRM sweeps, follow-up checks, retention) going itself.
+        from workers.maintenance import Maintenance
+
+        Maintenance(ctx).start()
     app.extensions["trailmark.db"] = db
     app.extensions["trailmark.jobs"] = jobs
     app.extensions["trailmark.notifier"] = notifier

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
-from alembic.config import Config
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
@@ -15,11 +15,17 @@ from app.auth import issue_token
 from app.extensions import db_session
 from app.models import Organization, User
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
 
 
 def alembic_config(url: str) -> Config:
     """The Alembic configuration for a database URL."""
+    # Imported here: Alembic is only needed by the release step, not by every process.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     config.attributes["database_url"] = url

@@ -32,10 +32,16 @@ class RqJobs:
         func: Callable[..., Any],
         *args: Any,
         queue: str = "default",
+        timeout: int | None = None,
         **kwargs: Any,
     ) -> None:
         self._queues[queue].enqueue(
-            func, args=args, kwargs=kwargs, retry=_RETRY, failure_ttl=7 * 86400
+            func,
+            args=args,
+            kwargs=kwargs,
+            retry=_RETRY,
+            failure_ttl=7 * 86400,
+            job_timeout=timeout,
         )
 
     def enqueue_in(
@@ -69,6 +75,7 @@ class InlineJobs:
         func: Callable[..., Any],
         *args: Any,
         queue: str = "default",
+        timeout: int | None = None,
         **kwargs: Any,
     ) -> None:
         self._pool.submit(_run_logged, func, args, kwargs)

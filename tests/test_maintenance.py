@@ -1,0 +1,38 @@
+"""Periodic jobs are queued once per interval, however many workers run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from flask import Flask
+
+from workers.context import current
+from workers.maintenance import Maintenance
+
+
+def _queued(conn: redis.Redis) -> dict[str, int]:
+    return {name: int(conn.llen(f"rq:queue:{name}")) for name in ("crm", "default")}
+
+
+def test_each_periodic_job_is_queued_once_per_interval_across_workers(
+    app: Flask, redis_conn: redis.Redis
+) -> None:
+    ctx = current()
+    first, second = Maintenance(ctx), Maintenance(ctx)
+    assert first.run_once(now=0.0) == ["crm-sweep", "followup-sweep", "retention"]
+    assert second.run_once(now=0.0) == []  # another worker holds this interval
+    assert _queued(redis_conn) == {"crm": 1, "default": 2}
+    assert first.run_once(now=1.0) == []  # not due again yet in this process
+
+
+def test_an_interval_later_the_sweeps_are_queued_again(
+    app: Flask, redis_conn: redis.Redis, config: dict[str, Any]
+) -> None:
+    ctx = current()
+    maintenance = Maintenance(ctx)
+    maintenance.run_once(now=0.0)
+    for key in redis_conn.scan_iter("trailmark:periodic:*sweep"):
+        redis_conn.delete(key)  # as the lock's expiry would
+    later = float(ctx.settings["CRM_SWEEP_INTERVAL"]) + 1
+    assert maintenance.run_once(now=later) == ["crm-sweep", "followup-sweep"]
