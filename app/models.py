@@ -308,3 +308,8 @@ class DoNotTrack(Base):
     created_by_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
+
+
+# The follow-up tables live with their feature; importing them here puts every table
+# on Base.metadata for migrations and comparisons.
+from app.followups import models as _followup_models  # noqa: E402, F401
