@@ -7,7 +7,9 @@ from typing import Any
 from tests.conftest import DATA, PUBLIC_URL, Account
 
 
-def test_register_real_template_returns_tracked_html_and_links(account: Account) -> None:
+def test_register_real_template_returns_tracked_html_and_links(
+    account: Account,
+) -> None:
     html = (DATA / "emails" / "postmark-welcome.html").read_text()
     created = account.send(html=html, text="Welcome!")
     assert created["pixel_url"].startswith(f"{PUBLIC_URL}/o/")
@@ -40,7 +42,9 @@ def test_track_flags_off_leave_the_html_untouched(account: Account) -> None:
 
 
 def test_missing_fields_get_a_message_per_field(account: Account) -> None:
-    response = account.post("/api/v1/messages", json={"to": [], "cc": ["not-an-address"]})
+    response = account.post(
+        "/api/v1/messages", json={"to": [], "cc": ["not-an-address"]}
+    )
     assert response.status_code == 422
     fields = response.get_json()["fields"]
     assert set(fields) >= {"subject", "to", "cc"}
@@ -88,7 +92,10 @@ def test_other_organisations_messages_are_404(make_account: Any) -> None:
     theirs = make_account("bob@rival.test", org="Rival")
     message_id = ours.send(text="hi")["id"]
     assert ours.get(f"/api/v1/messages/{message_id}").status_code == 200
-    for path in (f"/api/v1/messages/{message_id}", f"/api/v1/messages/{message_id}/events"):
+    for path in (
+        f"/api/v1/messages/{message_id}",
+        f"/api/v1/messages/{message_id}/events",
+    ):
         response = theirs.get(path)
         assert response.status_code == 404
         assert "no message" in response.get_json()["message"]
@@ -98,12 +105,38 @@ def test_message_shows_recipients_and_zero_counts(account: Account) -> None:
     created = account.send(to=["a@x.test"], cc=["b@x.test"], bcc=["a@x.test"], text="t")
     message = account.get(f"/api/v1/messages/{created['id']}").get_json()
     assert message["recipients"] == ["a@x.test", "b@x.test"]
-    assert (message["opens"], message["clicks"], message["first_opened_at"]) == (0, 0, None)
+    assert (message["opens"], message["clicks"], message["first_opened_at"]) == (
+        0,
+        0,
+        None,
+    )
 
 
 def test_openapi_document_describes_the_endpoints(account: Account) -> None:
     spec = account.client.get("/api/v1/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    assert {"/api/v1/messages", "/api/v1/messages/{id}/events"} <= set(spec["paths"])
+    assert {"/api/v1/messages", "/api/v1/messages/{public_id}/events"} <= set(
+        spec["paths"]
+    )
     create = spec["components"]["schemas"]["MessageCreate"]
     assert {"subject", "to"} <= set(create["required"])
+    post = spec["paths"]["/api/v1/messages"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/MessageCreate"
+    }
+    assert "422" in post["responses"]
+
+
+def test_openapi_document_lists_every_api_route(app: Any, account: Account) -> None:
+    spec = account.client.get("/api/v1/openapi.json").get_json()
+    documented = {
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("api.") and rule.endpoint != "api.openapi_document":
+            path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                assert (method, path) in documented

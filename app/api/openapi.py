@@ -1,31 +1,108 @@
-"""The API's OpenAPI document, built from the same schemas that validate requests."""
+"""The API's OpenAPI document, built from the routes and the schemas that validate them.
+
+Every route under /api/v1 is listed, with its summary taken from the view's docstring;
+the operations below also name their request and response schemas.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import current_app
 from flask.typing import ResponseReturnValue
+from marshmallow import Schema
 
 from app.api import bp
 from app.api import schemas as s
+from app.api.privacy import AddressSchema
+from app.api.rules import RepliedSchema, RuleOutSchema
+from app.followups.rules import RuleSchema
+from app.privacy.settings import (
+    DoNotTrackEntrySchema,
+    DoNotTrackViewSchema,
+    PrivacySettingsSchema,
+    PrivacySettingsViewSchema,
+)
+
+SCHEMAS: dict[str, type[Schema]] = {
+    "MessageCreate": s.MessageCreateSchema,
+    "MessageCreated": s.MessageCreatedSchema,
+    "Message": s.MessageSchema,
+    "MessagePage": s.MessagePageSchema,
+    "EventList": s.EventListSchema,
+    "Error": s.ErrorSchema,
+    "Rule": RuleSchema,
+    "RuleOut": RuleOutSchema,
+    "Replied": RepliedSchema,
+    "PrivacySettings": PrivacySettingsSchema,
+    "PrivacySettingsView": PrivacySettingsViewSchema,
+    "DoNotTrackEntry": DoNotTrackEntrySchema,
+    "DoNotTrackList": DoNotTrackViewSchema,
+    "Address": AddressSchema,
+}
+
+# (method, path): (request schema or None, success status, response schema or None)
+OPERATIONS: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
+    ("post", "/api/v1/messages"): ("MessageCreate", 201, "MessageCreated"),
+    ("get", "/api/v1/messages"): (None, 200, "MessagePage"),
+    ("get", "/api/v1/messages/{public_id}"): (None, 200, "Message"),
+    ("get", "/api/v1/messages/{public_id}/events"): (None, 200, "EventList"),
+    ("post", "/api/v1/messages/{public_id}/replied"): ("Replied", 200, None),
+    ("post", "/api/v1/rules"): ("Rule", 201, "RuleOut"),
+    ("get", "/api/v1/rules/{rule_id}"): (None, 200, "RuleOut"),
+    ("patch", "/api/v1/rules/{rule_id}"): ("Rule", 200, "RuleOut"),
+    ("get", "/api/v1/settings/privacy"): (None, 200, "PrivacySettingsView"),
+    ("patch", "/api/v1/settings/privacy"): (
+        "PrivacySettings",
+        200,
+        "PrivacySettingsView",
+    ),
+    ("get", "/api/v1/privacy/do-not-track"): (None, 200, "DoNotTrackList"),
+    ("post", "/api/v1/privacy/do-not-track"): ("DoNotTrackEntry", 201, None),
+    ("delete", "/api/v1/privacy/do-not-track"): ("DoNotTrackEntry", 200, None),
+    ("post", "/api/v1/privacy/erase"): ("Address", 200, None),
+}
+
+_ERRORS = {
+    "400": "The body is not a JSON object",
+    "401": "Missing or unknown API token",
+    "403": "Not allowed for your role",
+    "404": "Not found in your organisation",
+    "422": "Invalid fields, with a message for each",
+}
 
 
 def _json(schema: str) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    reasons = {
-        400: "The body is not a JSON object",
-        401: "Missing or unknown API token",
-        404: "No such message in your organisation",
-        422: "Invalid fields, with a message for each",
+def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
+    """An OpenAPI path and its path parameters, from a Flask rule."""
+    params = []
+    for converter, name in re.findall(r"<(?:(\w+):)?(\w+)>", rule):
+        kind = "integer" if converter == "int" else "string"
+        params.append(
+            {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+        )
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule), params
+
+
+def _operation(method: str, path: str, summary: str) -> dict[str, Any]:
+    request, status, response = OPERATIONS.get((method, path), (None, 200, None))
+    operation: dict[str, Any] = {"summary": summary or path}
+    if request:
+        operation["requestBody"] = {"required": True, **_json(request)}
+    success: dict[str, Any] = {"description": "Success"}
+    if response:
+        success.update(_json(response))
+    errors = {
+        code: {"description": text, **_json("Error")} for code, text in _ERRORS.items()
     }
-    return {
-        str(code): {"description": reasons[code], **_json("Error")} for code in codes
-    }
+    operation["responses"] = {str(status): success, **errors}
+    return operation
 
 
 def build_spec() -> dict[str, Any]:
@@ -40,71 +117,26 @@ def build_spec() -> dict[str, Any]:
         },
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-    for name, schema in {
-        "MessageCreate": s.MessageCreateSchema,
-        "MessageCreated": s.MessageCreatedSchema,
-        "Message": s.MessageSchema,
-        "MessagePage": s.MessagePageSchema,
-        "EventList": s.EventListSchema,
-        "Error": s.ErrorSchema,
-    }.items():
+    for name, schema in SCHEMAS.items():
         spec.components.schema(name, schema=schema)
-    message_id = {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-    }
-    spec.path(
-        path="/api/v1/messages",
-        operations={
-            "post": {
-                "summary": "Register a message and get its tracked HTML and text",
-                "requestBody": {"required": True, **_json("MessageCreate")},
-                "responses": {
-                    "201": {"description": "Registered", **_json("MessageCreated")},
-                    **_errors(400, 401, 422),
-                },
-            },
-            "get": {
-                "summary": "Your messages, newest first",
-                "parameters": [
-                    {"name": "page", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "per_page", "in": "query", "schema": {"type": "integer"}},
-                ],
-                "responses": {
-                    "200": {"description": "A page", **_json("MessagePage")},
-                    **_errors(401, 422),
-                },
-            },
-        },
-    )
-    spec.path(
-        path="/api/v1/messages/{id}",
-        parameters=[message_id],
-        operations={
-            "get": {
-                "summary": "One message with its counts",
-                "responses": {
-                    "200": {"description": "The message", **_json("Message")},
-                    **_errors(401, 404),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/messages/{id}/events",
-        parameters=[message_id],
-        operations={
-            "get": {
-                "summary": "Every open and click, graded, oldest first",
-                "responses": {
-                    "200": {"description": "Events", **_json("EventList")},
-                    **_errors(401, 404),
-                },
-            }
-        },
-    )
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in current_app.url_map.iter_rules():
+        if (
+            not rule.endpoint.startswith("api.")
+            or rule.endpoint == "api.openapi_document"
+        ):
+            continue
+        path, params = _path(rule.rule)
+        doc = (current_app.view_functions[rule.endpoint].__doc__ or "").strip()
+        entry = paths.setdefault(path, {"parameters": params, "operations": {}})
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            entry["operations"][method.lower()] = _operation(
+                method.lower(), path, doc.splitlines()[0] if doc else ""
+            )
+    for path, entry in sorted(paths.items()):
+        spec.path(
+            path=path, parameters=entry["parameters"], operations=entry["operations"]
+        )
     document = spec.to_dict()
     document["security"] = [{"bearer": []}]
     return document
