@@ -111,6 +111,7 @@ def list_messages() -> ResponseReturnValue:
 @bp.get("/messages/<public_id>")
 @api_auth
 def get_message(public_id: str) -> ResponseReturnValue:
+    """One message with its counted opens and clicks."""
     return MessageSchema().dump(own_message(public_id))
 
 

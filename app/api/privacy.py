@@ -62,6 +62,7 @@ def patch_privacy_settings() -> ResponseReturnValue:
 @bp.get("/privacy/do-not-track")
 @api_auth
 def list_do_not_track() -> ResponseReturnValue:
+    """The organisation's do-not-track addresses and domains."""
     entries = privacy.entries(db_session(), signed_in().org_id)
     return {"entries": privacy.DoNotTrackViewSchema(many=True).dump(entries)}
 

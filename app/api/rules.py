@@ -66,6 +66,7 @@ def list_rules() -> ResponseReturnValue:
 @bp.post("/rules")
 @api_auth
 def create_rule() -> ResponseReturnValue:
+    """Add an organisation rule (admins) or a personal rule."""
     data = RuleSchema().load(json_body())
     session = db_session()
     rule = _allowed(lambda: service.create_rule(session, signed_in(), data))
@@ -76,12 +77,14 @@ def create_rule() -> ResponseReturnValue:
 @bp.get("/rules/<int:rule_id>")
 @api_auth
 def get_rule(rule_id: int) -> ResponseReturnValue:
+    """One rule the caller can see."""
     return _out(_rule(rule_id))
 
 
 @bp.patch("/rules/<int:rule_id>")
 @api_auth
 def update_rule(rule_id: int) -> ResponseReturnValue:
+    """Change a rule; fields left out stay as they are."""
     rule = _rule(rule_id)
     data = RuleSchema(partial=PATCHABLE).load(json_body())
     session = db_session()
@@ -93,6 +96,7 @@ def update_rule(rule_id: int) -> ResponseReturnValue:
 @bp.delete("/rules/<int:rule_id>")
 @api_auth
 def delete_rule(rule_id: int) -> ResponseReturnValue:
+    """Delete a rule and what it still had pending."""
     rule = _rule(rule_id)
     session = db_session()
     _allowed(lambda: service.delete_rule(session, signed_in(), rule))
