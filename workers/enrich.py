@@ -183,15 +183,23 @@ def _packaged_city() -> str | None:
     return str(geolite2.filename)
 
 
-def public_address(ip: str | None) -> str | None:
-    """The address in canonical form if it is a routable unicast one, else None."""
+def parse_address(
+    ip: str | None,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as given by a client, IPv4-mapped IPv6 unwrapped; None if invalid."""
     try:
         address = ipaddress.ip_address((ip or "").strip())
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if not address.is_global or address.is_multicast:
+        return address.ipv4_mapped
+    return address
+
+
+def public_address(ip: str | None) -> str | None:
+    """The address in canonical form if it is a routable unicast one, else None."""
+    address = parse_address(ip)
+    if address is None or not address.is_global or address.is_multicast:
         return None
     return str(address)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from workers.enrich import Device, Network
+from workers.enrich import Device, Network, parse_address
 
 HUMAN = "human"
 PROXY = "proxy"
@@ -131,12 +131,9 @@ def grade(hit: HitFacts, message: MessageFacts, history: Sequence[PriorEvent]) -
 
 def network_prefix(ip: str | None) -> str | None:
     """The /24 (IPv4) or /48 (IPv6) network of an address, None if invalid."""
-    try:
-        address = ipaddress.ip_address((ip or "").strip())
-    except ValueError:
+    address = parse_address(ip)
+    if address is None:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
     length = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
     return str(ipaddress.ip_network(f"{address}/{length}", strict=False))
 
