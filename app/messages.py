@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 
-from app.models import Link, Message, User
+from app.models import Event, Link, Message, User
 from app.privacy.rules import decide
 from app.tracking.hotpath import LINK_PREFIX, PIXEL_PREFIX
 from app.tracking.rewrite import Rewritten, rewrite
@@ -90,3 +91,25 @@ def register_message(
     message.links = links
     session.flush()
     return Registered(message, rewritten, pixel)
+
+
+def find_message(session: Session, org_id: int, public_id: str) -> Message | None:
+    """An organisation's message by its public id; None for anyone else's."""
+    query = select(Message).where(
+        Message.public_id == public_id, Message.org_id == org_id
+    )
+    return session.scalars(query).first()
+
+
+def events_of(
+    session: Session, message_id: int, newest_first: bool = False
+) -> list[Event]:
+    """Every event of a message, with its link loaded, in time order."""
+    order = (Event.occurred_at, Event.id)
+    query = (
+        select(Event)
+        .where(Event.message_id == message_id)
+        .options(selectinload(Event.link))
+        .order_by(*(column.desc() for column in order) if newest_first else order)
+    )
+    return list(session.scalars(query))

@@ -7,7 +7,6 @@ from typing import Any
 from flask import abort, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
 
 from app.api import bp
 from app.api.schemas import (
@@ -21,7 +20,7 @@ from app.api.schemas import (
 )
 from app.auth import api_auth, current_user
 from app.extensions import db_session
-from app.messages import register_message
+from app.messages import events_of, find_message, register_message
 from app.models import Event, Message, User
 from app.tracking.hotpath import client_ip
 
@@ -45,15 +44,7 @@ def signed_in() -> User:
 
 def own_message(public_id: str) -> Message:
     """The caller's organisation's message, or 404 (also for anyone else's)."""
-    message = (
-        db_session()
-        .scalars(
-            select(Message).where(
-                Message.public_id == public_id, Message.org_id == signed_in().org_id
-            )
-        )
-        .first()
-    )
+    message = find_message(db_session(), signed_in().org_id, public_id)
     if message is None:
         abort(404, "There is no message with this id.")
     return message
@@ -119,17 +110,7 @@ def get_message(public_id: str) -> ResponseReturnValue:
 @api_auth
 def message_events(public_id: str) -> ResponseReturnValue:
     """Every event of a message, graded, oldest first."""
-    message = own_message(public_id)
-    events = (
-        db_session()
-        .scalars(
-            select(Event)
-            .where(Event.message_id == message.id)
-            .options(selectinload(Event.link))
-            .order_by(Event.occurred_at, Event.id)
-        )
-        .all()
-    )
+    events = events_of(db_session(), own_message(public_id).id)
     return EventListSchema().dump({"events": [event_view(e) for e in events]})
 
 

@@ -7,7 +7,6 @@ from urllib.parse import urlsplit
 from flask import abort, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
 
 from app import presenters
 from app.auth import (
@@ -18,6 +17,7 @@ from app.auth import (
     login_required,
 )
 from app.extensions import db_session
+from app.messages import events_of, find_message
 from app.models import CrmConnection, CrmRecord, Event, Message, Notification
 from app.pages import bp
 from app.pages.chart import open_bars
@@ -104,28 +104,10 @@ def inbox_rows() -> ResponseReturnValue:
 
 
 def _message_and_events(public_id: str) -> tuple[Message, list[Event]]:
-    message = (
-        db_session()
-        .scalars(
-            select(Message).where(
-                Message.public_id == public_id, Message.org_id == g.user.org_id
-            )
-        )
-        .first()
-    )
+    message = find_message(db_session(), g.user.org_id, public_id)
     if message is None:
         abort(404, "There is no such message in your organisation.")
-    events = (
-        db_session()
-        .scalars(
-            select(Event)
-            .where(Event.message_id == message.id)
-            .options(selectinload(Event.link))
-            .order_by(Event.occurred_at.desc(), Event.id.desc())
-        )
-        .all()
-    )
-    return message, list(events)
+    return message, events_of(db_session(), message.id, newest_first=True)
 
 
 @bp.get("/messages/<public_id>")
