@@ -178,7 +178,10 @@ def test_gmail_proxy_counts_without_the_proxys_location(
     account: Account, run_jobs: Callable[[], None]
 ) -> None:
     created = account.send(html="<p>Hi</p>")
-    gmail = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+    gmail = (
+        "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 "
+        "(via ggpht.com GoogleImageProxy)"
+    )
     hit(account.client, created["pixel_url"], headers={"User-Agent": gmail})
     run_jobs()
     [event] = events(account, created["id"])
