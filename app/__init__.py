@@ -71,7 +71,12 @@ def _init_tracking(app: Flask, db: Database, jobs: Jobs) -> None:
     from workers.ingest import ingest_hits
 
     def sink(hits: list[dict[str, Any]]) -> None:
-        jobs.enqueue(ingest_hits, hits, queue="hits")
+        if jobs.inline:
+            # Stored before the spool marks the batch shipped: a queue held only in
+            # this process's memory would lose it to a crash.
+            ingest_hits(hits)
+        else:
+            jobs.enqueue(ingest_hits, hits, queue="hits")
 
     spool = Spool(
         app.config["SPOOL_DIR"],

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from flask import abort, g, redirect, request, session, url_for
@@ -48,7 +49,11 @@ def user_from_bearer() -> User | None:
     )
     if found is None:
         return None
-    found.last_used_at = utcnow()
+    now = utcnow()
+    last = found.last_used_at
+    # Noted at most once an hour, so reading the API does not mean writing to it.
+    if last is None or now - last > timedelta(hours=1):
+        found.last_used_at = now
     return found.user
 
 

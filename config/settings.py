@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SECURE": False,
     # How long one live-notification stream stays open before the browser reconnects.
     "STREAM_SECONDS": 25.0,
+    # Open streams per web process; keep it well below the process's threads.
+    "STREAM_LIMIT": 8,
     "SALESFORCE_CLIENT_ID": "",
     "SALESFORCE_CLIENT_SECRET": "",
     "SALESFORCE_LOGIN_URL": "https://login.salesforce.com",
@@ -41,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "HUBSPOT_TIMEOUT": 20.0,
 }
 
-_INTS = {"TRUSTED_PROXIES", "SPOOL_BATCH_SIZE"}
+_INTS = {"TRUSTED_PROXIES", "SPOOL_BATCH_SIZE", "STREAM_LIMIT"}
 _FLOATS = {
     "SPOOL_FLUSH_INTERVAL",
     "SALESFORCE_TIMEOUT",

@@ -82,3 +82,29 @@ def test_stream_resumes_after_last_event_id(
     )
     [again] = list(_events(iter(replay.response)))
     assert again["id"] == latest["id"]
+
+
+def test_streams_past_the_limit_catch_up_and_close_instead_of_holding_a_thread(
+    app: Any, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    app.config["STREAM_LIMIT"] = 1
+    created = account.send(html="<p>Hi</p>")
+    hit(account.client, created["pixel_url"])
+    run_jobs()
+    held = account.get("/api/v1/notifications/stream?after=0", buffered=False)
+    first = iter(held.response)
+    assert b"retry: 1000" in next(first)  # this one holds the only slot
+    busy = account.get("/api/v1/notifications/stream?after=0")
+    body = busy.get_data(as_text=True)
+    assert "retry: 5000" in body
+    assert body.count("event: notification") == 1
+    assert list(_events(first))  # the held stream delivers and ends by itself
+    again = account.get("/api/v1/notifications/stream?after=0", buffered=False)
+    assert b"retry: 1000" in next(iter(again.response))  # the slot came back
+
+
+def test_a_strange_resume_id_starts_from_now(account: Account) -> None:
+    for odd in ("%C2%B2", "99999999999999999999999", "-1", "abc"):
+        response = account.get(f"/api/v1/notifications/stream?after={odd}")
+        assert response.status_code == 200
+        assert "retry:" in response.get_data(as_text=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ from app.notify import Notifier
 # Last-Event-ID, so a connection never holds a server thread for long and nothing is
 # missed in between.
 HEARTBEAT_SECONDS = 10.0
+BUSY_RETRY_MS = 5000
 
 
 def _view(notification: Notification, message_public_id: str) -> dict[str, object]:
@@ -82,9 +84,51 @@ def _stream(
         subscription.close()
 
 
+def _catch_up(db: Database, user_id: int, last_id: int) -> Iterator[str]:
+    """A short answer when every stream slot is taken: what is new, then reconnect."""
+    yield f"id: {last_id}\nretry: {BUSY_RETRY_MS}\n\n"
+    for item in _after(db, user_id, last_id):
+        data = json.dumps(item)
+        yield f"id: {item['id']}\nevent: notification\ndata: {data}\n\n"
+
+
+def _live_or_catch_up(
+    slots: threading.BoundedSemaphore,
+    db: Database,
+    hub: Notifier,
+    user_id: int,
+    last_id: int,
+    seconds: float,
+) -> Iterator[str]:
+    """A live stream while a slot is free, else a catch-up answer.
+
+    Streams must never take every thread from the tracking endpoints: past the limit
+    the browser gets what is new and polls again a few seconds later. The slot is
+    taken on the first read, so an answer never read holds none.
+    """
+    if not slots.acquire(blocking=False):
+        yield from _catch_up(db, user_id, last_id)
+        return
+    try:
+        yield from _stream(db, hub, user_id, last_id, seconds)
+    finally:
+        slots.release()
+
+
+def _slots() -> threading.BoundedSemaphore:
+    """This process's stream slots: each open stream holds a server thread."""
+    slots = current_app.extensions.get("trailmark.stream_slots")
+    if slots is None:
+        limit = int(current_app.config["STREAM_LIMIT"])
+        slots = current_app.extensions.setdefault(
+            "trailmark.stream_slots", threading.BoundedSemaphore(limit)
+        )
+    return slots
+
+
 def _start_id(user_id: int) -> int:
-    raw = request.headers.get("Last-Event-ID") or request.args.get("after")
-    if raw and raw.isdigit():
+    raw = request.headers.get("Last-Event-ID") or request.args.get("after") or ""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
         return int(raw)
     return _latest_id(user_id)
 
@@ -97,7 +141,9 @@ def notification_stream() -> ResponseReturnValue:
     last_id = _start_id(user.id)
     db_session().close()
     seconds = float(current_app.config["STREAM_SECONDS"])
-    body = _stream(database(), notifier(), user.id, last_id, seconds)
+    body = _live_or_catch_up(
+        _slots(), database(), notifier(), user.id, last_id, seconds
+    )
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return Response(body, mimetype="text/event-stream", headers=headers)
 
