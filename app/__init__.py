@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from flask import Flask
@@ -29,9 +30,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
     )
+    from app import boundary, cli, errors
+
+    boundary.init_app(app)
     _init_parts(app)
     _register_blueprints(app)
-    from app import cli, errors
 
     errors.init_app(app)
     cli.init_app(app)
@@ -55,16 +58,30 @@ def _init_parts(app: Flask) -> None:
     settings = {key: app.config.get(key) for key in load()}
     ctx = context.configure(settings, db=db, jobs=jobs, notifier=notifier)
     if jobs.inline and not app.testing:
-        # No worker process runs beside the quick start: this process keeps the
-        # periodic jobs (CRM sweeps, follow-up checks, retention) going itself.
-        from workers.maintenance import Maintenance
-
-        Maintenance(ctx).start()
+        _run_maintenance_when_serving(app, ctx)
     app.extensions["trailmark.db"] = db
     app.extensions["trailmark.jobs"] = jobs
     app.extensions["trailmark.notifier"] = notifier
     app.teardown_appcontext(lambda _exc: db.remove())
     _init_tracking(app, db, jobs)
+
+
+def _run_maintenance_when_serving(app: Flask, ctx: context.WorkerContext) -> None:
+    """Keep the periodic jobs going in this process once it serves its first request.
+
+    No worker runs beside the quick start. Waiting for a request keeps CLI commands
+    (the release step among them) from starting it before the schema exists.
+    """
+    from workers.maintenance import Maintenance
+
+    started = threading.Event()
+
+    def start_once() -> None:
+        if not started.is_set():
+            started.set()
+            Maintenance(ctx).start()
+
+    app.before_request(start_once)
 
 
 def _init_tracking(app: Flask, db: Database, jobs: Jobs) -> None:

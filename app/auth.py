@@ -19,6 +19,7 @@ from app.models import ApiToken, User, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_PREFIX = "tm_"  # noqa: S105 (a prefix, not a secret)
 
 
@@ -63,8 +64,15 @@ def user_from_session() -> User | None:
 
 
 def current_user() -> User | None:
+    """The caller: by bearer token, or by session cookie for reading only.
+
+    A cookie travels with requests that other sites make the browser send, so it
+    never authorises an API call that changes something; those need the token.
+    """
     if "user" not in g:
-        g.user = user_from_bearer() or user_from_session()
+        g.user = user_from_bearer()
+        if g.user is None and request.method in SAFE_METHODS:
+            g.user = user_from_session()
     user: User | None = g.user
     return user
 

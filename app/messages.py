@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -14,6 +15,9 @@ from app.privacy.rules import decide
 from app.tracking.hotpath import LINK_PREFIX, PIXEL_PREFIX
 from app.tracking.rewrite import Rewritten, rewrite
 from app.tracking.tokens import new_token
+
+# A one-to-one email has a handful of links; thousands mean a mistake or an abuse.
+MAX_LINKS = 1000
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ def register_message(
         )
     else:
         rewritten = Rewritten(data.get("html"), data.get("text"), [])
+    if len(links) > MAX_LINKS:
+        raise ValidationError(
+            {"html": [f"Track at most {MAX_LINKS} distinct links in one message."]}
+        )
     message.links = links
     session.flush()
     return Registered(message, rewritten, pixel)

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 from app.models import Event, Message, as_utc
 
 CLASSIFICATION_LABELS = {
-    "human": "Opened by a person",
-    "proxy": "Opened through a mail provider's image proxy",
+    "human": "A person",
+    "proxy": "A person, through the mail provider's image proxy",
     "prefetch": "Fetched by a mail app in advance (not a read)",
     "scanner": "Security scanner",
     "bot": "Automated client",

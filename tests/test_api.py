@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import DATA, PUBLIC_URL, Account
 
 
@@ -140,3 +142,57 @@ def test_openapi_document_lists_every_api_route(app: Any, account: Account) -> N
             path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 assert (method, path) in documented
+
+
+def test_hostile_json_gets_400_not_500(account: Account) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    response = account.post(
+        "/api/v1/messages", data=deep, content_type="application/json"
+    )
+    assert response.status_code == 400
+    for subject in ("\ud800 lone surrogate", "nul \x00 byte"):
+        response = account.post(
+            "/api/v1/messages",
+            json={"subject": subject, "to": ["a@x.test"], "text": "t"},
+        )
+        assert response.status_code == 400
+        assert "cannot be stored" in response.get_json()["message"]
+
+
+@pytest.mark.parametrize(
+    "sent_at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "1900-01-01"]
+)
+def test_times_out_of_range_are_refused_per_field(
+    account: Account, sent_at: str
+) -> None:
+    body = {"subject": "s", "to": ["a@x.test"], "text": "t", "sent_at": sent_at}
+    response = account.post("/api/v1/messages", json=body)
+    assert response.status_code == 422
+    assert "sent_at" in response.get_json()["fields"]
+
+
+def test_huge_page_numbers_and_ids_are_4xx(account: Account) -> None:
+    assert account.get("/api/v1/messages?page=99999999999999999999").status_code == 422
+    assert account.get("/api/v1/rules/99999999999999999999999").status_code == 404
+
+
+def test_too_many_links_are_refused(account: Account) -> None:
+    html = "".join(f'<a href="https://x.test/{n}">{n}</a>' for n in range(1001))
+    body = {"subject": "s", "to": ["a@x.test"], "html": html}
+    response = account.post("/api/v1/messages", json=body)
+    assert response.status_code == 422
+    assert "at most 1000" in response.get_json()["fields"]["html"][0]
+
+
+def test_a_signed_in_browser_cannot_change_anything_without_the_token(
+    account: Account,
+) -> None:
+    from tests.test_pages import sign_in
+
+    created = account.send(text="hi")
+    client = account.client
+    sign_in(client, account.email)
+    assert client.get(f"/api/v1/messages/{created['id']}").status_code == 200
+    # What another site could make the browser send, cookie attached:
+    assert client.post(f"/api/v1/messages/{created['id']}/replied").status_code == 401
+    assert client.post("/api/v1/messages", json={"subject": "x"}).status_code == 401

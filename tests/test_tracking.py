@@ -245,3 +245,13 @@ def test_a_burst_of_clicks_across_links_is_graded_scanner_including_the_first(
     assert any(r.startswith("burst:") for r in clicks[0]["reasons"])
     message = account.get(f"/api/v1/messages/{created['id']}").get_json()
     assert (message["opens"], message["clicks"]) == (0, 0)
+
+
+def test_tabs_and_newlines_in_an_href_are_dropped_as_a_browser_does(
+    account: Account,
+) -> None:
+    created = account.send(html='<a href=" https://exa\tmple.test/a\r\nb?q=1 ">x</a>')
+    [link] = created["links"]
+    assert link["url"] == "https://example.test/ab?q=1"
+    response = hit(account.client, link["tracked_url"])
+    assert response.headers["Location"] == "https://example.test/ab?q=1"

@@ -27,13 +27,44 @@ from app.tracking.hotpath import client_ip
 
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or a 400 that says what was wrong."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+        unstorable = _has_unstorable_text(body)
+    except RecursionError:
+        abort(400, "The JSON body is nested too deeply.")
     if not isinstance(body, dict):
         abort(
             400,
             "The request body must be a JSON object (Content-Type: application/json).",
         )
+    if unstorable:
+        abort(
+            400,
+            "The JSON body holds text that cannot be stored: a NUL character or "
+            "an unpaired surrogate (\\u0000, \\ud800-\\udfff).",
+        )
     return body
+
+
+def _has_unstorable_text(value: Any) -> bool:
+    """Whether any string in a parsed JSON value holds NUL or a lone surrogate."""
+    if isinstance(value, str):
+        return "\x00" in value or not _encodable(value)
+    if isinstance(value, dict):
+        return any(
+            _has_unstorable_text(k) or _has_unstorable_text(v) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_has_unstorable_text(item) for item in value)
+    return False
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def signed_in() -> User:

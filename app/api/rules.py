@@ -11,6 +11,7 @@ from marshmallow import Schema, fields
 
 from app.api import bp
 from app.api.messages import json_body, own_message, signed_in
+from app.api.schemas import Timestamp
 from app.auth import api_auth
 from app.extensions import db_session
 from app.followups import service
@@ -34,7 +35,7 @@ class RuleOutSchema(Schema):
 
 
 class RepliedSchema(Schema):
-    replied_at = fields.AwareDateTime(load_default=None, default_timezone=UTC)
+    replied_at = Timestamp(load_default=None)
 
 
 def _rule(rule_id: int) -> FollowUpRule:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import (
@@ -16,6 +16,27 @@ from marshmallow import (
 
 MAX_BODY = 2 * 1024 * 1024
 MAX_RECIPIENTS = 500
+
+
+class Timestamp(fields.AwareDateTime):
+    """An ISO 8601 time between 1970 and 2100, naive ones taken as UTC, kept in UTC."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(default_timezone=UTC, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            moment = datetime.min.replace(tzinfo=UTC)
+        if not EARLIEST <= moment <= LATEST:
+            raise ValidationError("Give a time between 1970 and 2100.")
+        return moment
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class Address(fields.Email):
@@ -50,7 +71,7 @@ class MessageCreateSchema(Schema):
     track_opens = fields.Boolean(load_default=True)
     track_links = fields.Boolean(load_default=True)
     track_text_links = fields.Boolean(load_default=False)
-    sent_at = fields.AwareDateTime(load_default=None, default_timezone=UTC)
+    sent_at = Timestamp(load_default=None)
 
     @validates_schema(skip_on_field_errors=False)
     def _needs_a_body(self, data: dict[str, Any], **_kwargs: Any) -> None:
@@ -126,7 +147,7 @@ class MessagePageSchema(Schema):
 
 
 class PageArgsSchema(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     per_page = fields.Integer(load_default=25, validate=validate.Range(min=1, max=100))
 
 

@@ -23,6 +23,8 @@ PIXEL_TAG = (
 _LINK_TAGS = frozenset({"a", "area"})
 _WEB_SCHEMES = frozenset({"http", "https"})
 _ASCII_WHITESPACE = " \t\n\r\f"
+_C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
+_TAB_AND_NEWLINE = str.maketrans("", "", "\t\n\r")
 # Merge tags of the common template languages and sending platforms; a link that
 # still holds one is filled in later, so tracking it would freeze the placeholder.
 _PLACEHOLDER_MARKERS = (
@@ -309,7 +311,9 @@ def _base_url(bases: list[str]) -> str | None:
 
 def _destination(url: str, base: str | None) -> str | None:
     """Return where a decoded href leads, or None when it is not ours to track."""
-    url = url.strip(_ASCII_WHITESPACE)
+    # As the URL standard has browsers do: drop leading and trailing C0 controls and
+    # spaces, and every tab and newline within.
+    url = url.strip(_C0_AND_SPACE).translate(_TAB_AND_NEWLINE)
     if not url or url.startswith("#") or _is_placeholder(url):
         return None
     parts = _split(url)

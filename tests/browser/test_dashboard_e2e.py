@@ -204,7 +204,7 @@ def test_rep_sees_a_prospects_open_and_click_live(
     expect(opened.locator(".what")).to_have_text(f"{PROSPECT} opened")
     expect(opened.locator(".where")).to_have_text("in London, United Kingdom")
     expect(opened.locator(".device")).to_have_text("on Chrome on Windows 10")
-    expect(opened.locator(".grade")).to_have_text("Opened by a person")
+    expect(opened.locator(".grade")).to_have_text("A person")
     expect(message_page.locator(".stats .opens")).to_have_text("1")
     expect(message_page.locator(".stats .clicks")).to_have_text("1")
 

@@ -1,0 +1,34 @@
+"""Checks at the edge of every request, so odd input gets a 4xx, never a 500."""
+
+from __future__ import annotations
+
+from flask import Flask, abort, request
+from werkzeug.routing import IntegerConverter
+
+# The largest id a PostgreSQL integer column holds; a larger one can name nothing.
+MAX_ID = 2**31 - 1
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in routes: a number too large to be an id does not match (404)."""
+
+    def __init__(self, map: object, **kwargs: object) -> None:
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, **kwargs)  # type: ignore[arg-type]
+
+
+def refuse_nul_in_forms() -> None:
+    """NUL cannot be stored in PostgreSQL text: say so instead of failing."""
+    if request.method in {"POST", "PUT", "PATCH"} and request.mimetype in {
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    }:
+        for values in request.form.listvalues():
+            if any("\x00" in value for value in values):
+                abort(400, "The form holds a NUL character, which cannot be stored.")
+
+
+def init_app(app: Flask) -> None:
+    """Register the checks; call before any blueprint adds its routes."""
+    app.url_map.converters["int"] = IdConverter
+    app.before_request(refuse_nul_in_forms)
