@@ -27,7 +27,6 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 def _days(longest: int) -> fields.Integer:
     return fields.Integer(
         allow_none=True,
-        strict=True,
         validate=validate.Range(
             min=1,
             max=longest,
