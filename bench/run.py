@@ -242,7 +242,10 @@ def start_nginx(services: Services) -> None:
 
 def release(services: Services) -> None:
     command = shlex.split(procfile_command("release"))
-    subprocess.run(command, cwd=ROOT, env=services.env, check=True, capture_output=True)
+    result = subprocess.run(command, cwd=ROOT, env=services.env, capture_output=True)
+    if result.returncode != 0:
+        sys.stderr.buffer.write(result.stdout + result.stderr)
+        raise SystemExit(f"release failed: {' '.join(command)}")
 
 
 def create_user(services: Services, email: str) -> str:
@@ -526,8 +529,12 @@ def idle_streams(services: Services, token: str, count: int) -> Iterator[list[in
                 )
                 response = conn.getresponse()
                 opened.append(response.status)
-                while not stop.is_set() and response.readline():
-                    pass
+                retry = 1.0
+                while not stop.is_set() and (line := response.readline()):
+                    if line.startswith(b"retry:"):
+                        retry = int(line.split(b":", 1)[1]) / 1000
+                # As a browser does: wait as long as the stream's retry: says.
+                stop.wait(retry)
             except OSError:
                 time.sleep(0.2)
             finally:
@@ -656,7 +663,8 @@ def report(
     if killed is not None:
         lines += [
             f"kill : {killed.load.rps:,.0f} req/s with one web process SIGKILLed at "
-            f"{args.kill_after:g} s; socket errors {killed.load.errors}",
+            f"{min(args.kill_after, args.duration / 3):g} s; "
+            f"socket errors {killed.load.errors}",
             f"       answered {killed.load.answered:,}  stored {killed.stored:,}  "
             f"lost {killed.lost:,}  (sent {killed.load.sent:,})",
         ]
@@ -756,7 +764,7 @@ def run(args: argparse.Namespace, services: Services) -> int:
     )
     phases = []
     with idle_streams(services, watcher, args.streams) as opened:
-        streams = len(opened)
+        streams = min(len(opened), args.streams)
         for kind, paths in (("open", "pixel-paths.txt"), ("click", "link-paths.txt")):
             log(f"{kind} load")
             phases.append(run_phase(services, store, args, kind, paths))
@@ -765,7 +773,8 @@ def run(args: argparse.Namespace, services: Services) -> int:
         log("worker drain")
         drain = measure_drain(services, store, args, phases[0].load.rps)
         log("kill a web process under load")
-        during = kill_one_web_worker(services, args.kill_after)
+        kill_at = min(args.kill_after, args.duration / 3)
+        during = kill_one_web_worker(services, kill_at)
         killed = run_phase(services, store, args, "open", "pixel-paths.txt", during)
         killed.name = "kill"
     lines = report(args, nginx, phases, streams, drain, killed, failed_jobs(services))
