@@ -1,19 +1,31 @@
-"""The worker process: ``python -m workers`` (RQ worker with its scheduler)."""
+"""The worker process: ``python -m workers`` (RQ worker with its scheduler).
+
+It also runs the maintenance loop that queues the periodic jobs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import threading
 
-from rq import Worker
+from rq import SimpleWorker, Worker
 
 from workers.context import current
 from workers.maintenance import Maintenance
 from workers.queue import QUEUES, RqJobs
 
 logger = logging.getLogger("workers")
+
+JOB_MODULES = (
+    "workers.ingest",
+    "workers.sync",
+    "workers.followups",
+    "workers.retention",
+    "integrations.jobs",
+)
 
 # Held by the maintenance thread while it talks to Redis, and taken around every fork:
 # a work horse forked while a thread held a Redis pool or logging lock would hang.
@@ -28,10 +40,24 @@ def _guard_forks() -> None:
     )
 
 
+def _warm_up() -> None:
+    """Import every job's module and map the models before the first job arrives."""
+    from sqlalchemy.orm import configure_mappers
+
+    for name in JOB_MODULES:
+        importlib.import_module(name)
+    configure_mappers()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run a Trailmark worker.")
     parser.add_argument(
         "--burst", action="store_true", help="Stop when queues are empty."
+    )
+    parser.add_argument(
+        "--fork",
+        action="store_true",
+        help="Run each job in a forked process (isolation at a cost per job).",
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
@@ -39,17 +65,22 @@ def main() -> None:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    # Built before RQ forks its work horses, so each job starts with it ready.
     ctx = current()
     if not isinstance(ctx.jobs, RqJobs):
         raise SystemExit("REDIS_URL must point at a reachable Redis to run a worker.")
+    _warm_up()
+    # By default jobs run in this process (RQ's SimpleWorker): the user-agent and
+    # GeoIP caches, compiled SQL and pooled connections serve every job, where a fork
+    # per job would start each one cold. RQ's job timeouts apply either way.
+    worker_class = Worker if args.fork else SimpleWorker
     # A job's description holds its arguments: raw hits, with full addresses.
-    worker = Worker(
+    worker = worker_class(
         list(QUEUES), connection=ctx.jobs.connection, log_job_description=False
     )
     stop = threading.Event()
     if not args.burst:
-        _guard_forks()
+        if args.fork:
+            _guard_forks()
         stop = Maintenance(ctx, guard=_FORK_GUARD).start()
     try:
         worker.work(
