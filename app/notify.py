@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Protocol
 
 import redis
@@ -28,6 +29,9 @@ class Notifier(Protocol):
         """Wake the user's open streams; ``message_id`` names a message that changed."""
 
     def subscribe(self, user_id: int) -> Subscription: ...
+
+    def publish_many(self, wakes: Iterable[tuple[int, str]]) -> None:
+        """Publish several (user, message) wake-ups."""
 
 
 def _channel(user_id: int) -> str:
@@ -65,6 +69,13 @@ class RedisNotifier:
     def publish(self, user_id: int, message_id: str = "") -> None:
         self.connection.publish(_channel(user_id), message_id)
 
+    def publish_many(self, wakes: Iterable[tuple[int, str]]) -> None:
+        """Publish several wake-ups in one round trip."""
+        pipeline = self.connection.pipeline(transaction=False)
+        for user_id, message_id in wakes:
+            pipeline.publish(_channel(user_id), message_id)
+        pipeline.execute()
+
     def subscribe(self, user_id: int) -> Subscription:
         return _RedisSubscription(self.connection, user_id)
 
@@ -101,6 +112,10 @@ class LocalNotifier:
         with self.lock:
             for subscription in self.listeners[user_id]:
                 subscription.inbox.put(message_id)
+
+    def publish_many(self, wakes: Iterable[tuple[int, str]]) -> None:
+        for user_id, message_id in wakes:
+            self.publish(user_id, message_id)
 
     def subscribe(self, user_id: int) -> Subscription:
         with self.lock:

@@ -73,8 +73,8 @@ def ingest_hits(hits: list[dict[str, Any]]) -> int:
         inserted = _insert(session, rows)
         _regrade_bursts(session, inserted)
         notified = _after_insert(session, inserted, targets)
-    for user_id, message_id in notified:
-        ctx.notifier.publish(user_id, message_id)
+    if notified:
+        ctx.notifier.publish_many(notified)
     _hand_on(ctx, inserted)
     logger.info("ingested hits=%d new_events=%d", len(hits), len(inserted))
     return len(inserted)
@@ -427,11 +427,64 @@ def _refresh_counts(session: Session, inserted: list[Event]) -> None:
     by_message: dict[int, list[Event]] = defaultdict(list)
     for event in inserted:
         by_message[event.message_id].append(event)
+    additions = {}
     for message_id, events in by_message.items():
         if message_id in regraded:
             _recount(session, message_id)
-        else:
-            _add_to_counts(session, message_id, [e for e in events if e.counted])
+        elif counted := [e for e in events if e.counted]:
+            additions[message_id] = counted
+    if _is_postgres(session) and additions:
+        _add_all_to_counts(session, additions)
+    else:
+        for message_id, counted in additions.items():
+            _add_to_counts(session, message_id, counted)
+
+
+_ADD_TO_COUNTS = text(
+    """
+    UPDATE messages AS m SET
+      open_count = m.open_count + v.opens,
+      click_count = m.click_count + v.clicks,
+      first_open_at = CASE WHEN v.first_open IS NOT NULL AND
+        (m.first_open_at IS NULL OR m.first_open_at > v.first_open)
+        THEN v.first_open ELSE m.first_open_at END,
+      last_open_at = CASE WHEN v.last_open IS NOT NULL AND
+        (m.last_open_at IS NULL OR m.last_open_at < v.last_open)
+        THEN v.last_open ELSE m.last_open_at END,
+      last_event_id = CASE WHEN (
+          COALESCE(
+            (SELECT e.occurred_at FROM events AS e WHERE e.id = m.last_event_id),
+            '-infinity'::timestamptz
+          ),
+          COALESCE(m.last_event_id, 0)
+        ) < (v.latest_at, v.latest_id)
+        THEN v.latest_id ELSE m.last_event_id END
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+      id int, opens int, clicks int, first_open timestamptz, last_open timestamptz,
+      latest_id int, latest_at timestamptz)
+    WHERE m.id = v.id
+    """
+)
+
+
+def _add_all_to_counts(session: Session, additions: dict[int, list[Event]]) -> None:
+    """One UPDATE for every message of the batch (PostgreSQL)."""
+    rows = []
+    for message_id, counted in additions.items():
+        opens = [e.occurred_at for e in counted if e.type == "open"]
+        latest = max(counted, key=lambda event: (event.occurred_at, event.id))
+        rows.append(
+            {
+                "id": message_id,
+                "opens": len(opens),
+                "clicks": sum(1 for e in counted if e.type == "click"),
+                "first_open": min(opens).isoformat() if opens else None,
+                "last_open": max(opens).isoformat() if opens else None,
+                "latest_id": latest.id,
+                "latest_at": latest.occurred_at.isoformat(),
+            }
+        )
+    session.execute(_ADD_TO_COUNTS, {"rows": json.dumps(rows)})
 
 
 def _add_to_counts(session: Session, message_id: int, counted: list[Event]) -> None:
@@ -460,7 +513,12 @@ def _add_to_counts(session: Session, message_id: int, counted: list[Event]) -> N
             (or_(Message.last_open_at.is_(None), Message.last_open_at < last), last),
             else_=Message.last_open_at,
         )
-    session.execute(update(Message).where(Message.id == message_id).values(values))
+    # The batch's Message objects are only read for notifications, never for counts:
+    # skip matching the update against every object in the session.
+    session.execute(
+        update(Message).where(Message.id == message_id).values(values),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def _is_later(event: Event) -> ColumnElement[bool]:
