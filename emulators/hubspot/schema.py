@@ -246,6 +246,7 @@ OBJECT_TYPES: dict[str, ObjectType] = {
                     "DEFERRED",
                 ),
                 "hs_task_priority": ("NONE", "LOW", "MEDIUM", "HIGH"),
+                # "TODO" is HubSpot's own value for a to-do task.
                 "hs_task_type": ("EMAIL", "CALL", "TODO", "LINKED_IN"),
             },
         ),

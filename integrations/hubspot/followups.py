@@ -19,7 +19,7 @@ def task_input(task: FollowUpTask) -> dict[str, Any]:
     body["properties"].update(
         hs_task_status="NOT_STARTED",
         hs_task_priority=PRIORITIES.get(task.priority, "MEDIUM"),
-        hs_task_type="TODO",
+        hs_task_type="TODO",  # HubSpot's own name for a to-do task
     )
     return body
 
