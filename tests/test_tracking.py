@@ -255,3 +255,15 @@ def test_tabs_and_newlines_in_an_href_are_dropped_as_a_browser_does(
     assert link["url"] == "https://example.test/ab?q=1"
     response = hit(account.client, link["tracked_url"])
     assert response.headers["Location"] == "https://example.test/ab?q=1"
+
+
+def test_unknown_link_tokens_are_remembered_without_another_lookup(
+    app: Any, account: Account
+) -> None:
+    created = account.send(html='<a href="https://shop.test/">x</a>')
+    links = app.wsgi_app.links
+    guess = "a" * 22
+    assert links.destination(guess) is None
+    assert guess in links._cache and links._cache[guess] is None
+    real = path_of(created["links"][0]["tracked_url"]).removeprefix("/c/")
+    assert links.destination(real) == "https://shop.test/"

@@ -86,11 +86,13 @@ class LinkCache:
                 return self._cache[token]
         with self.engine.connect() as conn:
             url = conn.execute(select(Link.url).where(Link.token == token)).scalar()
-        if url is not None:
-            with self._lock:
-                self._cache[token] = url
-                if len(self._cache) > self.size:
-                    self._cache.popitem(last=False)
+        # Unknown tokens are remembered too, so guessing costs no database query:
+        # a link's token is only handed out after the link is committed, so a token
+        # looked up in vain can never become a real one later.
+        with self._lock:
+            self._cache[token] = url
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
         return url
 
 
