@@ -17,13 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Select,
-    and_,
-    case,
     func,
     insert,
-    or_,
     select,
     text,
     true,
@@ -436,8 +432,9 @@ def _refresh_counts(session: Session, inserted: list[Event]) -> None:
     if _is_postgres(session) and additions:
         _add_all_to_counts(session, additions)
     else:
-        for message_id, counted in additions.items():
-            _add_to_counts(session, message_id, counted)
+        # The quick start's SQLite holds few events: recounting is cheap there.
+        for message_id in additions:
+            _recount(session, message_id)
 
 
 _ADD_TO_COUNTS = text(
@@ -485,55 +482,6 @@ def _add_all_to_counts(session: Session, additions: dict[int, list[Event]]) -> N
             }
         )
     session.execute(_ADD_TO_COUNTS, {"rows": json.dumps(rows)})
-
-
-def _add_to_counts(session: Session, message_id: int, counted: list[Event]) -> None:
-    if not counted:
-        return
-    opens = [event.occurred_at for event in counted if event.type == "open"]
-    clicks = sum(1 for event in counted if event.type == "click")
-    latest = max(counted, key=lambda event: (event.occurred_at, event.id))
-    values: dict[str, Any] = {
-        "open_count": Message.open_count + len(opens),
-        "click_count": Message.click_count + clicks,
-        "last_event_id": case(
-            (_is_later(latest), latest.id), else_=Message.last_event_id
-        ),
-    }
-    if opens:
-        first, last = min(opens), max(opens)
-        values["first_open_at"] = case(
-            (
-                or_(Message.first_open_at.is_(None), Message.first_open_at > first),
-                first,
-            ),
-            else_=Message.first_open_at,
-        )
-        values["last_open_at"] = case(
-            (or_(Message.last_open_at.is_(None), Message.last_open_at < last), last),
-            else_=Message.last_open_at,
-        )
-    # The batch's Message objects are only read for notifications, never for counts:
-    # skip matching the update against every object in the session.
-    session.execute(
-        update(Message).where(Message.id == message_id).values(values),
-        execution_options={"synchronize_session": False},
-    )
-
-
-def _is_later(event: Event) -> ColumnElement[bool]:
-    """Whether ``event`` comes after the message's latest counted event."""
-    current_at = (
-        select(Event.occurred_at)
-        .where(Event.id == Message.last_event_id)
-        .scalar_subquery()
-    )
-    return or_(
-        Message.last_event_id.is_(None),
-        current_at.is_(None),
-        current_at < event.occurred_at,
-        and_(current_at == event.occurred_at, Message.last_event_id < event.id),
-    )
 
 
 def _add_notifications(session: Session, notes: list[dict[str, Any]]) -> None:
