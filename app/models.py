@@ -163,6 +163,14 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_message_time", "message_id", "occurred_at"),
         Index("ix_events_occurred_at", "occurred_at"),
+        # Grading asks of each message whether it was opened, and its first human open.
+        Index(
+            "ix_events_message_opens",
+            "message_id",
+            "occurred_at",
+            postgresql_where=text("type = 'open'"),
+            sqlite_where=text("type = 'open'"),
+        ),
         Index(
             "ix_events_unpurged_time",
             "occurred_at",

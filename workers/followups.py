@@ -80,8 +80,8 @@ def schedule_for(user: User) -> Schedule:
 # Evaluation ---------------------------------------------------------------------
 
 
-def events_stored(ctx: WorkerContext, event_ids: list[int]) -> None:
-    """Counted events were stored: evaluate their messages' rules in a job.
+def events_stored(ctx: WorkerContext, event_ids: list[int], org_ids: set[int]) -> None:
+    """Counted events of these organisations were stored: evaluate their rules.
 
     Organisations without an enabled rule cost one query and no job.
     """
@@ -89,12 +89,7 @@ def events_stored(ctx: WorkerContext, event_ids: list[int]) -> None:
         has_rules = session.scalar(
             select(
                 exists().where(
-                    FollowUpRule.enabled.is_(True),
-                    FollowUpRule.org_id.in_(
-                        select(Message.org_id)
-                        .join(Event, Event.message_id == Message.id)
-                        .where(Event.id.in_(event_ids))
-                    ),
+                    FollowUpRule.enabled.is_(True), FollowUpRule.org_id.in_(org_ids)
                 )
             )
         )

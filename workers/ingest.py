@@ -6,7 +6,6 @@ than the work). The job is safe to run twice: each hit id is stored once.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 import logging
@@ -16,17 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Select,
-    func,
-    insert,
-    select,
-    text,
-    true,
-    update,
-)
+import psycopg
+from sqlalchemy import and_, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.models import Event, Link, Message, Notification, Organization, as_utc
 from app.presenters import describe_event
@@ -35,7 +27,9 @@ from workers.context import WorkerContext, current
 from workers.enrich import Location
 from workers.grading import (
     BURST_WINDOW,
+    HUMAN,
     Grade,
+    History,
     HitFacts,
     MessageFacts,
     PriorEvent,
@@ -45,12 +39,6 @@ from workers.grading import (
 
 logger = logging.getLogger(__name__)
 
-# How many earlier events of a message grading looks back over (bursts, forwards).
-HISTORY_DEPTH = 200
-
-# Parsing an address costs more than the rest of a hit's row; addresses repeat.
-_prefix = functools.lru_cache(maxsize=65536)(network_prefix)
-
 
 @dataclass
 class _Target:
@@ -59,19 +47,56 @@ class _Target:
     link: Link | None
 
 
+@dataclass(slots=True)
+class NewEvent:
+    """An event the batch just stored, as counting, notifying and handing on read it.
+
+    Loading the rows back as ORM objects would cost more than storing them.
+    """
+
+    id: int
+    message_id: int
+    type: str
+    occurred_at: datetime
+    classification: str
+    counted: bool
+    reasons: list[str]
+    implied: bool
+    possible_forward: bool
+    recipient: str | None
+    country: str | None
+    region: str | None
+    city: str | None
+    device_client: str | None
+    device_os: str | None
+    link: Link | None
+
+    @classmethod
+    def of(cls, event_id: int, row: dict[str, Any], link: Link | None) -> NewEvent:
+        fields = {name: row[name] for name in _NEW_EVENT_FIELDS}
+        return cls(id=event_id, link=link, **fields)
+
+
+_NEW_EVENT_FIELDS = [
+    name for name in NewEvent.__dataclass_fields__ if name not in {"id", "link"}
+]
+
+
 def ingest_hits(hits: list[dict[str, Any]]) -> int:
     """Store a batch of raw hits as events; return how many were new."""
     ctx = current()
     with ctx.db.begin() as session:
         targets = _targets(session, hits)
-        history = _history(session, {t.message.id for t in targets.values()})
+        message_ids = {t.message.id for t in targets.values()}
+        history = _history(session, hits, message_ids)
         rows = _event_rows(ctx, hits, targets, history)
-        inserted = _insert(session, rows)
-        _regrade_bursts(session, inserted)
-        notified = _after_insert(session, inserted, targets)
+        links = {t.link.id: t.link for t in targets.values() if t.link is not None}
+        inserted = _insert(session, rows, links)
+        uncounted = _regrade_bursts(session, inserted)
+        notified = _after_insert(session, inserted, uncounted, targets)
     if notified:
         ctx.notifier.publish_many(notified)
-    _hand_on(ctx, inserted)
+    _hand_on(ctx, inserted, targets)
     logger.info("ingested hits=%d new_events=%d", len(hits), len(inserted))
     return len(inserted)
 
@@ -103,77 +128,88 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
     return {k: t for k, t in targets.items() if t.message.id not in untracked}
 
 
-def _history(session: Session, message_ids: set[int]) -> dict[int, list[PriorEvent]]:
-    """The most recent earlier events of each message, oldest first."""
-    history: dict[int, list[PriorEvent]] = defaultdict(list)
+def _history(
+    session: Session, hits: Sequence[dict[str, Any]], message_ids: set[int]
+) -> dict[int, History]:
+    """What grading needs of each message's stored events, in two indexed queries."""
+    history = {message_id: History() for message_id in message_ids}
     if not message_ids:
         return history
-    query = (
-        _latest_events_lateral(message_ids)
-        if session.bind and session.bind.dialect.name == "postgresql"
-        else _latest_events_ranked(message_ids)
+    first_human = aliased(Event)
+    opened = (
+        exists()
+        .where(Event.message_id == Message.id, Event.type == "open")
+        .label("opened")
     )
-    for row in session.execute(query):
-        history[row.message_id].append(
-            PriorEvent(
-                kind=row.type,
-                at=as_utc(row.occurred_at) or datetime.now(UTC),
-                classification=row.classification,
-                ip_prefix=row.ip_prefix,
-                asn=row.asn,
-                link_id=row.link_id,
-            )
+    first_human_id = (
+        select(Event.id)
+        .where(
+            Event.message_id == Message.id,
+            Event.type == "open",
+            Event.classification == HUMAN,
         )
+        .order_by(Event.occurred_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    firsts = (
+        select(Message.id, opened, *_prior_columns(first_human))
+        .outerjoin(first_human, first_human.id == first_human_id)
+        .where(Message.id.in_(message_ids))
+    )
+    for row in session.execute(firsts):
+        history[row.id].has_open = bool(row.opened)
+        if row.occurred_at is not None:
+            history[row.id].add(_prior_of(row))
+    # Bursts look back a few seconds from each hit. Each link's clicks in that span
+    # are summed up by their first and last time, which answers exactly whenever the
+    # stored clicks are older than the hits (the usual order of arrival).
+    times = [float(hit.get("at", 0)) for hit in hits]
+    start = datetime.fromtimestamp(min(times), UTC) - BURST_WINDOW
+    end = datetime.fromtimestamp(max(times), UTC)
+    clicks = (
+        select(
+            Event.message_id,
+            Event.link_id,
+            func.min(Event.occurred_at).label("first"),
+            func.max(Event.occurred_at).label("last"),
+        )
+        .where(
+            Event.message_id.in_(message_ids),
+            Event.type == "click",
+            Event.link_id.is_not(None),
+            Event.occurred_at >= start,
+            Event.occurred_at <= end,
+        )
+        .group_by(Event.message_id, Event.link_id)
+    )
+    for row in session.execute(clicks):
+        for at in (row.first, row.last):
+            history[row.message_id].add(
+                PriorEvent("click", as_utc(at) or end, "", None, None, row.link_id)
+            )
     return history
 
 
-_PRIOR_COLUMNS = (
-    Event.message_id,
-    Event.type,
-    Event.occurred_at,
-    Event.classification,
-    Event.ip_prefix,
-    Event.asn,
-    Event.link_id,
-)
-
-
-def _latest_events_lateral(message_ids: set[int]) -> Select[Any]:
-    """Each message's latest events, read backwards along its index and no further."""
-    # A busy message can hold many thousands of events; ranking them all for every
-    # batch would make each batch slower than the one before.
-    latest = (
-        select(*_PRIOR_COLUMNS)
-        .where(Event.message_id == Message.id)
-        .order_by(Event.occurred_at.desc())
-        .limit(HISTORY_DEPTH)
-        .lateral()
-    )
+def _prior_columns(event: type[Event]) -> tuple[Any, ...]:
     return (
-        select(latest)
-        .select_from(Message)
-        .join(latest, true())
-        .where(Message.id.in_(message_ids))
-        .order_by(latest.c.message_id, latest.c.occurred_at)
+        event.type,
+        event.occurred_at,
+        event.classification,
+        event.ip_prefix,
+        event.asn,
+        event.link_id,
     )
 
 
-def _latest_events_ranked(message_ids: set[int]) -> Select[Any]:
-    """The same for databases without LATERAL (SQLite, in the quick start)."""
-    ranked = (
-        select(
-            *_PRIOR_COLUMNS,
-            func.row_number()
-            .over(partition_by=Event.message_id, order_by=Event.occurred_at.desc())
-            .label("rank"),
-        )
-        .where(Event.message_id.in_(message_ids))
-        .subquery()
-    )
-    return (
-        select(*(column for column in ranked.c if column.key != "rank"))
-        .where(ranked.c.rank <= HISTORY_DEPTH)
-        .order_by(ranked.c.occurred_at)
+def _prior_of(row: Any) -> PriorEvent:
+    return PriorEvent(
+        kind=row.type,
+        at=as_utc(row.occurred_at) or datetime.now(UTC),
+        classification=row.classification,
+        ip_prefix=row.ip_prefix,
+        asn=row.asn,
+        link_id=row.link_id,
     )
 
 
@@ -181,7 +217,7 @@ def _event_rows(
     ctx: WorkerContext,
     hits: Sequence[dict[str, Any]],
     targets: dict[str, _Target],
-    history: dict[int, list[PriorEvent]],
+    history: dict[int, History],
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for hit in sorted(hits, key=lambda h: h.get("at", 0)):
@@ -193,7 +229,7 @@ def _event_rows(
 
 
 def _rows_for_hit(
-    ctx: WorkerContext, hit: dict[str, Any], target: _Target, past: list[PriorEvent]
+    ctx: WorkerContext, hit: dict[str, Any], target: _Target, past: History
 ) -> list[dict[str, Any]]:
     """The hit's event, preceded by an implied open for a click with none before it."""
     facts = _facts(ctx, hit, target)
@@ -205,11 +241,11 @@ def _rows_for_hit(
     )
     verdict = grade(facts, message_facts, past)
     rows = []
-    if facts.kind == "click" and not any(p.kind == "open" for p in past):
+    if facts.kind == "click" and not past.has_open:
         rows.append(_row(ctx, hit, target, facts, verdict, kind="open", implied=True))
-        past.append(_prior(facts, verdict, "open"))
+        past.add(_prior(facts, verdict, "open"))
     rows.append(_row(ctx, hit, target, facts, verdict, kind=facts.kind, implied=False))
-    past.append(_prior(facts, verdict, facts.kind))
+    past.add(_prior(facts, verdict, facts.kind))
     return rows
 
 
@@ -231,7 +267,7 @@ def _prior(facts: HitFacts, verdict: Grade, kind: str) -> PriorEvent:
         kind=kind,
         at=facts.at,
         classification=verdict.classification,
-        ip_prefix=_prefix(facts.ip),
+        ip_prefix=network_prefix(facts.ip),
         asn=facts.network.asn if facts.network else None,
         link_id=facts.link_id,
     )
@@ -268,7 +304,7 @@ def _row(
         "recipient": recipients[0] if len(recipients) == 1 else None,
         "method": facts.method,
         "ip": _kept_ip(org.ip_policy, facts.ip),
-        "ip_prefix": _prefix(facts.ip) if org.ip_policy != "none" else None,
+        "ip_prefix": network_prefix(facts.ip) if org.ip_policy != "none" else None,
         "user_agent": (hit.get("ua") or None),
         "asn": facts.network.asn if facts.network else None,
         "network": facts.network.org if facts.network else None,
@@ -285,7 +321,7 @@ def _kept_ip(policy: str, ip: str | None) -> str | None:
         return None
     if policy == "full":
         return ip
-    prefix = _prefix(ip)
+    prefix = network_prefix(ip)
     return str(ipaddress.ip_network(prefix).network_address) if prefix else None
 
 
@@ -300,39 +336,77 @@ def _kept_location(precision: str, location: Location | None) -> dict[str, Any]:
     }
 
 
-def _insert(session: Session, rows: list[dict[str, Any]]) -> list[Event]:
+def _insert(
+    session: Session, rows: list[dict[str, Any]], links: dict[int, Link]
+) -> list[NewEvent]:
     """Insert events, skipping hits already stored; return the new ones."""
     if not rows:
         return []
     if _is_postgres(session):
-        ids = _copy_insert(session, rows)
+        stored = _copy_insert(session, rows)
     else:
-        ids = _values_insert(session, rows)
-    if not ids:
-        return []
-    return list(
-        session.scalars(select(Event).where(Event.id.in_(ids)).order_by(Event.id))
-    )
+        stored = _values_insert(session, rows)
+    by_hit = {row["hit_id"]: row for row in rows}
+    new = [
+        NewEvent.of(event_id, row, links.get(row["link_id"] or 0))
+        for event_id, hit_id in stored
+        if (row := by_hit[hit_id])
+    ]
+    return sorted(new, key=lambda event: event.id)
 
 
 def _is_postgres(session: Session) -> bool:
     return bool(session.bind and session.bind.dialect.name == "postgresql")
 
 
-def _values_insert(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+def _values_insert(
+    session: Session, rows: list[dict[str, Any]]
+) -> list[tuple[int, str]]:
     statement = (
         sqlite.insert(Event)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["hit_id"])
-        .returning(Event.id)
+        .returning(Event.id, Event.hit_id)
     )
-    return list(session.scalars(statement))
+    return [(row.id, row.hit_id) for row in session.execute(statement)]
 
 
-def _copy_insert(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """COPY the rows into a scratch table, then move over those not stored yet."""
+def _copy_insert(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """COPY the hits not stored yet straight into the events table.
+
+    Returns (event id, hit id) of the rows stored; the ids are taken from the
+    table's sequence beforehand, as COPY cannot return them.
+    """
     # A multi-row INSERT of a whole batch costs more to build and parse than to run;
     # COPY costs a few microseconds a row. The column names are the model's own.
+    wanted = [row["hit_id"] for row in rows]
+    stored = set(session.scalars(select(Event.hit_id).where(Event.hit_id.in_(wanted))))
+    fresh = [row for row in rows if row["hit_id"] not in stored]
+    if not fresh:
+        return []
+    ids = session.scalars(_NEXT_EVENT_IDS, {"count": len(fresh)}).all()
+    columns = ["id", *fresh[0]]
+    values = ([i, *row.values()] for i, row in zip(ids, fresh, strict=True))
+    try:
+        with session.begin_nested():
+            _copy(session, "events", columns, values)
+    except psycopg.errors.UniqueViolation:
+        # Another job is storing some of these hits right now (a batch shipped twice
+        # by a process that died between shipping and noting it): skip theirs.
+        return _copy_insert_skipping(session, rows)
+    return [(i, row["hit_id"]) for i, row in zip(ids, fresh, strict=True)]
+
+
+_NEXT_EVENT_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('events', 'id')) "
+    "FROM generate_series(1, :count)"
+)
+
+
+def _copy_insert_skipping(
+    session: Session, rows: list[dict[str, Any]]
+) -> list[tuple[int, str]]:
+    """COPY the rows into a scratch table, then move over those not stored yet."""
     columns = list(rows[0])
     names = ", ".join(columns)
     session.execute(
@@ -346,10 +420,10 @@ def _copy_insert(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     moved = session.execute(
         text(
             f"INSERT INTO events ({names}) SELECT {names} FROM incoming_events "  # noqa: S608
-            "ORDER BY position ON CONFLICT (hit_id) DO NOTHING RETURNING id"
+            "ORDER BY position ON CONFLICT (hit_id) DO NOTHING RETURNING id, hit_id"
         )
     )
-    return list(moved.scalars())
+    return [(row.id, row.hit_id) for row in moved]
 
 
 def _copy(
@@ -358,47 +432,93 @@ def _copy(
     """COPY rows into ``table`` over the session's own connection."""
     cursor = session.connection().connection.cursor()
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        json_columns: list[int] | None = None
         for row in rows:
-            copy.write_row([_copy_value(value) for value in row])
+            if json_columns is None:
+                json_columns = [
+                    i for i, value in enumerate(row) if isinstance(value, list | dict)
+                ]
+            for i in json_columns:
+                row[i] = json.dumps(row[i])
+            copy.write_row(row)
 
 
-def _copy_value(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, list | dict) else value
-
-
-def _regrade_bursts(session: Session, inserted: list[Event]) -> None:
+def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
     """Grade the first clicks of a scanner burst like the rest of it.
 
     A burst is only visible from its second click on; by then the first has been
     graded on its own. The clicks (and the opens they implied) inside the burst's
-    window are regraded as the scanner they turned out to be.
+    window are regraded as the scanner they turned out to be, in one query for the
+    whole batch. Returns the events of earlier batches that stopped being counted.
     """
-    for event in inserted:
-        burst = [r for r in event.reasons if r.startswith("burst:")]
-        if not burst or event.type != "click":
-            continue
-        earlier = session.scalars(
-            select(Event).where(
-                Event.message_id == event.message_id,
-                Event.counted.is_(True),
-                Event.occurred_at >= event.occurred_at - BURST_WINDOW,
-                Event.occurred_at <= event.occurred_at,
-            )
+    spans = _burst_spans(inserted)
+    if not spans:
+        return []
+    within = or_(
+        *(
+            and_(Event.message_id == message_id, Event.occurred_at.between(lo, hi))
+            for message_id, windows in spans.items()
+            for lo, hi, _ in windows
         )
-        for other in earlier:
-            if other.type == "click" or other.implied:
-                other.classification = "scanner"
-                other.counted = False
-                other.reasons = [*other.reasons, f"{burst[0]}-regraded"]
+    )
+    regraded = session.scalars(
+        select(Event).where(
+            Event.counted.is_(True),
+            or_(Event.type == "click", Event.implied.is_(True)),
+            within,
+        )
+    ).all()
+    new = {event.id: event for event in inserted}
+    for event in regraded:
+        label = next(
+            name
+            for lo, hi, name in spans[event.message_id]
+            if lo <= event.occurred_at <= hi
+        )
+        event.classification = "scanner"
+        event.counted = False
+        event.reasons = [*event.reasons, f"{label}-regraded"]
+        if stored := new.get(event.id):
+            stored.classification = event.classification
+            stored.counted = event.counted
+            stored.reasons = event.reasons
     session.flush()
+    return [event for event in regraded if event.id not in new]
+
+
+def _burst_spans(
+    inserted: list[NewEvent],
+) -> dict[int, list[tuple[datetime, datetime, str]]]:
+    """Per message, the merged time spans of its new burst clicks, with their label."""
+    windows: dict[int, list[tuple[datetime, datetime, str]]] = defaultdict(list)
+    for event in inserted:
+        label = next((r for r in event.reasons if r.startswith("burst:")), None)
+        if label and event.type == "click":
+            at = as_utc(event.occurred_at) or datetime.now(UTC)
+            windows[event.message_id].append((at - BURST_WINDOW, at, label))
+    merged: dict[int, list[tuple[datetime, datetime, str]]] = {}
+    for message_id, spans in windows.items():
+        spans.sort()
+        out = [spans[0]]
+        for lo, hi, label in spans[1:]:
+            last_lo, last_hi, last_label = out[-1]
+            if lo <= last_hi:
+                out[-1] = (last_lo, max(hi, last_hi), last_label)
+            else:
+                out.append((lo, hi, label))
+        merged[message_id] = out
+    return merged
 
 
 def _after_insert(
-    session: Session, inserted: list[Event], targets: dict[str, _Target]
+    session: Session,
+    inserted: list[NewEvent],
+    uncounted: list[Event],
+    targets: dict[str, _Target],
 ) -> set[tuple[int, str]]:
     """Refresh counts and write notifications; return (user, message) pairs to wake."""
     messages = {t.message.id: t.message for t in targets.values()}
-    _refresh_counts(session, inserted)
+    _refresh_counts(session, inserted, uncounted)
     wake: set[tuple[int, str]] = set()
     notes: list[dict[str, Any]] = []
     for event in inserted:
@@ -411,30 +531,33 @@ def _after_insert(
     return wake
 
 
-def _refresh_counts(session: Session, inserted: list[Event]) -> None:
-    """Add the new events to their messages' counts; recount after a regrade."""
+def _refresh_counts(
+    session: Session, inserted: list[NewEvent], uncounted: list[Event]
+) -> None:
+    """Add the batch's counted events to their messages, less those regraded."""
+    touched = {e.message_id for e in inserted} | {e.message_id for e in uncounted}
+    if not _is_postgres(session):
+        # The quick start's SQLite holds few events: recounting is cheap there.
+        for message_id in touched:
+            _recount(session, message_id)
+        return
     # Recounting from all of a message's events costs more with every event it
     # gets; adding the batch costs the same however busy the message is.
-    regraded = {
-        event.message_id
-        for event in inserted
-        if any(reason.startswith("burst:") for reason in event.reasons)
+    changes: dict[int, dict[str, Any]] = {
+        message_id: {"id": message_id, "opens": 0, "clicks": 0, "counted": []}
+        for message_id in touched
     }
-    by_message: dict[int, list[Event]] = defaultdict(list)
     for event in inserted:
-        by_message[event.message_id].append(event)
-    additions = {}
-    for message_id, events in by_message.items():
-        if message_id in regraded:
-            _recount(session, message_id)
-        elif counted := [e for e in events if e.counted]:
-            additions[message_id] = counted
-    if _is_postgres(session) and additions:
-        _add_all_to_counts(session, additions)
-    else:
-        # The quick start's SQLite holds few events: recounting is cheap there.
-        for message_id in additions:
-            _recount(session, message_id)
+        if event.counted:
+            change = changes[event.message_id]
+            change["opens" if event.type == "open" else "clicks"] += 1
+            change["counted"].append(event)
+    for old in uncounted:
+        changes[old.message_id]["opens" if old.type == "open" else "clicks"] -= 1
+    _add_all_to_counts(session, list(changes.values()))
+    # An uncounted event may have been a message's first or last open, or its latest.
+    for message_id in {old.message_id for old in uncounted}:
+        _refresh_edges(session, message_id)
 
 
 _ADD_TO_COUNTS = text(
@@ -448,7 +571,7 @@ _ADD_TO_COUNTS = text(
       last_open_at = CASE WHEN v.last_open IS NOT NULL AND
         (m.last_open_at IS NULL OR m.last_open_at < v.last_open)
         THEN v.last_open ELSE m.last_open_at END,
-      last_event_id = CASE WHEN (
+      last_event_id = CASE WHEN v.latest_id IS NOT NULL AND (
           COALESCE(
             (SELECT e.occurred_at FROM events AS e WHERE e.id = m.last_event_id),
             '-infinity'::timestamptz
@@ -464,21 +587,22 @@ _ADD_TO_COUNTS = text(
 )
 
 
-def _add_all_to_counts(session: Session, additions: dict[int, list[Event]]) -> None:
+def _add_all_to_counts(session: Session, changes: list[dict[str, Any]]) -> None:
     """One UPDATE for every message of the batch (PostgreSQL)."""
     rows = []
-    for message_id, counted in additions.items():
+    for change in changes:
+        counted: list[NewEvent] = change["counted"]
         opens = [e.occurred_at for e in counted if e.type == "open"]
-        latest = max(counted, key=lambda event: (event.occurred_at, event.id))
+        latest = max(counted, key=lambda e: (e.occurred_at, e.id), default=None)
         rows.append(
             {
-                "id": message_id,
-                "opens": len(opens),
-                "clicks": sum(1 for e in counted if e.type == "click"),
+                "id": change["id"],
+                "opens": change["opens"],
+                "clicks": change["clicks"],
                 "first_open": min(opens).isoformat() if opens else None,
                 "last_open": max(opens).isoformat() if opens else None,
-                "latest_id": latest.id,
-                "latest_at": latest.occurred_at.isoformat(),
+                "latest_id": latest.id if latest else None,
+                "latest_at": latest.occurred_at.isoformat() if latest else None,
             }
         )
     session.execute(_ADD_TO_COUNTS, {"rows": json.dumps(rows)})
@@ -522,7 +646,30 @@ def _recount(session: Session, message_id: int) -> None:
     )
 
 
-def _notification(message: Message, event: Event) -> dict[str, Any]:
+def _refresh_edges(session: Session, message_id: int) -> None:
+    """Recompute a message's first and last counted open and its latest event."""
+    counted = (Event.message_id == message_id, Event.counted.is_(True))
+    opens = select(Event.occurred_at).where(*counted, Event.type == "open")
+    latest = (
+        select(Event.id)
+        .where(*counted)
+        .order_by(Event.occurred_at.desc(), Event.id.desc())
+        .limit(1)
+    )
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(
+            first_open_at=opens.order_by(Event.occurred_at).limit(1).scalar_subquery(),
+            last_open_at=opens.order_by(Event.occurred_at.desc())
+            .limit(1)
+            .scalar_subquery(),
+            last_event_id=latest.scalar_subquery(),
+        )
+    )
+
+
+def _notification(message: Message, event: NewEvent) -> dict[str, Any]:
     title, body = describe_event(message, event)
     return {
         "user_id": message.user_id,
@@ -534,12 +681,20 @@ def _notification(message: Message, event: Event) -> dict[str, Any]:
     }
 
 
-def _hand_on(ctx: WorkerContext, inserted: list[Event]) -> None:
+def _hand_on(
+    ctx: WorkerContext,
+    inserted: list[NewEvent],
+    targets: dict[str, _Target],
+) -> None:
     """Queue CRM syncing and follow-up rules for the counted events just stored."""
-    from workers import followups
-    from workers.sync import events_stored
+    from workers import followups, sync
 
-    counted = [event.id for event in inserted if event.counted]
-    if counted:
-        events_stored(ctx, counted)
-        followups.events_stored(ctx, counted)
+    counted = [event for event in inserted if event.counted]
+    if not counted:
+        return
+    org_of = {t.message.id: t.message.org_id for t in targets.values()}
+    by_org: dict[int, set[int]] = defaultdict(set)
+    for event in counted:
+        by_org[org_of[event.message_id]].add(event.message_id)
+    sync.events_stored(ctx, by_org)
+    followups.events_stored(ctx, [event.id for event in counted], set(by_org))

@@ -6,7 +6,7 @@ import logging
 
 from sqlalchemy import select
 
-from app.models import CrmConnection, Event, Message
+from app.models import CrmConnection, Message
 from workers.context import WorkerContext, current
 
 logger = logging.getLogger(__name__)
@@ -32,18 +32,8 @@ def message_registered(message_id: int) -> None:
         _enqueue(ctx, {org_id: {message_id}})
 
 
-def events_stored(ctx: WorkerContext, event_ids: list[int]) -> None:
-    """Counted events were stored: their messages' connections sync them."""
-    with ctx.db.session_factory() as session:
-        rows = session.execute(
-            select(Message.org_id, Message.id)
-            .join(Event, Event.message_id == Message.id)
-            .where(Event.id.in_(event_ids))
-            .distinct()
-        )
-        by_org: dict[int, set[int]] = {}
-        for org_id, message_id in rows:
-            by_org.setdefault(org_id, set()).add(message_id)
+def events_stored(ctx: WorkerContext, by_org: dict[int, set[int]]) -> None:
+    """Counted events were stored (message ids by organisation): sync them."""
     _enqueue(ctx, by_org)
 
 
