@@ -212,6 +212,82 @@ def test_a_hit_shipped_twice_is_stored_once(
     assert len(events(account, created["id"])) == 1
 
 
+def test_a_batch_stored_by_another_job_at_the_same_time_is_stored_once(
+    app: Any, account: Account, database: Any
+) -> None:
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from workers.ingest import ingest_hits
+
+    created = account.send(html="<p>Hi</p>")
+    token = path_of(created["pixel_url"]).removeprefix("/o/").removesuffix(".gif")
+    raws = [
+        {"id": f"{n}" * 32, "kind": "open", "token": token, "at": 1.0e9 + n}
+        | {"ip": LINKOPING, "ua": CHROME, "method": "GET", "headers": {}}
+        for n in (1, 2, 3)
+    ]
+    # Another job holds hit 2 in a transaction that has not committed yet.
+    other = database.engine.connect()
+    other.execute(
+        text(
+            "INSERT INTO events (hit_id, message_id, type, occurred_at, received_at,"
+            " classification, counted, reasons, implied, possible_forward, method,"
+            " device_type) SELECT :hit, id, 'open', now(), now(), 'human', true,"
+            " '[]', false, false, 'GET', 'desktop' FROM messages"
+        ),
+        {"hit": raws[1]["id"]},
+    )
+    result: list[int] = []
+    job = threading.Thread(target=lambda: result.append(ingest_hits(raws)))
+    job.start()
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()"
+    )
+    deadline = time.monotonic() + 10
+    with database.engine.connect() as probe:
+        while not probe.execute(waiting).scalar() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert probe.execute(waiting).scalar() == 1  # blocked on hit 2's key
+    other.commit()
+    other.close()
+    job.join(timeout=10)
+
+    assert result == [2]
+    assert len(events(account, created["id"])) == 3
+    with database.engine.connect() as conn:
+        hit_ids = conn.execute(text("SELECT hit_id FROM events")).scalars().all()
+    assert sorted(hit_ids) == sorted(raw["id"] for raw in raws)
+
+
+def test_a_forward_is_told_from_the_first_human_open_however_long_ago(
+    app: Any, account: Account
+) -> None:
+    from workers.ingest import ingest_hits
+
+    created = account.send(html="<p>Hi</p>")
+    token = path_of(created["pixel_url"]).removeprefix("/o/").removesuffix(".gif")
+    start = 1.0e9
+
+    def raw(n: int, ip: str) -> dict[str, Any]:
+        hit = {"id": f"{n:032d}", "kind": "open", "token": token, "at": start + n}
+        return hit | {"ip": ip, "ua": CHROME, "method": "GET", "headers": {}}
+
+    reader, elsewhere = LINKOPING, "81.2.69.160"  # Sweden, then London
+    ingest_hits([raw(0, reader)])
+    # Hundreds of opens from elsewhere: each one is measured against the first.
+    for first in range(1, 601, 200):
+        ingest_hits([raw(n, elsewhere) for n in range(first, first + 200)])
+
+    stored = events(account, created["id"])
+    assert len(stored) == 601
+    assert not stored[0]["possible_forward"]
+    assert all(e["possible_forward"] for e in stored[1:])
+
+
 def test_client_ip_from_forwarded_for_only_when_proxies_are_trusted(
     account: Account, run_jobs: Callable[[], None], app: Any
 ) -> None:
