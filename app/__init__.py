@@ -85,15 +85,15 @@ def _run_maintenance_when_serving(app: Flask, ctx: context.WorkerContext) -> Non
 
 
 def _init_tracking(app: Flask, db: Database, jobs: Jobs) -> None:
-    from workers.ingest import ingest_hits
+    from workers.ingest import ingest_lines
 
-    def sink(hits: list[dict[str, Any]]) -> None:
+    def sink(block: bytes) -> None:
         if jobs.inline:
             # Stored before the spool marks the batch shipped: a queue held only in
             # this process's memory would lose it to a crash.
-            ingest_hits(hits)
+            ingest_lines(block)
         else:
-            jobs.enqueue(ingest_hits, hits, queue="hits")
+            jobs.enqueue(ingest_lines, block, queue="hits")
 
     spool = Spool(
         app.config["SPOOL_DIR"],

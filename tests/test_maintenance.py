@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from flask import Flask
 
+from tests.conftest import wait_for
 from workers.context import current
 from workers.maintenance import Maintenance
 
@@ -36,3 +39,26 @@ def test_an_interval_later_the_sweeps_are_queued_again(
         redis_conn.delete(key)  # as the lock's expiry would
     later = float(ctx.settings["CRM_SWEEP_INTERVAL"]) + 1
     assert maintenance.run_once(now=later) == ["crm-sweep", "followup-sweep"]
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(child) for child in fh.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_scheduler_child_stops_when_its_worker_is_killed(
+    worker_process: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    worker = worker_process()
+    [scheduler] = wait_for(lambda: _children(worker.pid), 30)
+    worker.kill()
+    worker.wait(10)
+    wait_for(lambda: not _alive(scheduler), 15)

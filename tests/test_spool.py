@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.models import Event
-from app.tracking.spool import Spool
+from app.tracking.spool import Spool, decode
 from tests.conftest import ROOT, Account, path_of, wait_for
 from workers.queue import QUEUES
 
@@ -156,7 +156,7 @@ def test_a_killed_processs_spool_is_shipped_by_another(tmp_path: Path) -> None:
     )
     assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
     shipped: list[dict[str, Any]] = []
-    survivor = Spool(str(directory), shipped.extend, interval=3600)
+    survivor = Spool(str(directory), lambda b: shipped.extend(decode(b)), interval=3600)
     survivor.append({"id": "s" * 32, "kind": "open", "token": "t", "at": 2.0})
     assert survivor.ship_orphans() == 0  # the writer is alive and holds its lock
 
@@ -175,10 +175,10 @@ def test_shipping_resumes_after_the_last_committed_batch(tmp_path: Path) -> None
     batches: list[list[dict[str, Any]]] = []
     failing = {"on": True}
 
-    def sink(hits: list[dict[str, Any]]) -> None:
+    def sink(block: bytes) -> None:
         if failing["on"]:
             raise ConnectionError("down")
-        batches.append(hits)
+        batches.append(decode(block))
 
     spool = Spool(str(tmp_path), sink, interval=3600, batch_size=10)
     for n in range(25):
@@ -195,7 +195,7 @@ def test_shipping_resumes_after_the_last_committed_batch(tmp_path: Path) -> None
 
 def test_a_torn_last_line_is_not_shipped_until_complete(tmp_path: Path) -> None:
     shipped: list[dict[str, Any]] = []
-    spool = Spool(str(tmp_path), shipped.extend, interval=3600)
+    spool = Spool(str(tmp_path), lambda b: shipped.extend(decode(b)), interval=3600)
     spool.append({"id": "a"})
     assert spool._current is not None
     import os

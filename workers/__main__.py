@@ -6,9 +6,12 @@ It also runs the maintenance loop that queues the periodic jobs.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import logging
 import os
+import signal
+import sys
 import threading
 
 from rq import SimpleWorker, Worker
@@ -40,6 +43,24 @@ def _guard_forks() -> None:
     )
 
 
+def _children_stop_with_the_worker() -> None:
+    """Have every child this process forks get SIGTERM when the worker dies.
+
+    RQ runs its scheduler in a forked child. Were the worker killed outright (the
+    OOM killer, SIGKILL from a supervisor), that child would live on as an orphan,
+    polling Redis forever; with this, it stops as it would on a normal shutdown.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    os.register_at_fork(after_in_child=arm)
+
+
 def _warm_up() -> None:
     """Import every job's module and map the models before the first job arrives."""
     from sqlalchemy.orm import configure_mappers
@@ -69,6 +90,7 @@ def main() -> None:
     if not isinstance(ctx.jobs, RqJobs):
         raise SystemExit("REDIS_URL must point at a reachable Redis to run a worker.")
     _warm_up()
+    _children_stop_with_the_worker()
     # By default jobs run in this process (RQ's SimpleWorker): the user-agent and
     # GeoIP caches, compiled SQL and pooled connections serve every job, where a fork
     # per job would start each one cold. RQ's job timeouts apply either way.

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, aliased
 from app.models import Event, Link, Message, Notification, Organization, as_utc
 from app.presenters import describe_event
 from app.privacy.rules import untracked_message_ids
+from app.tracking.spool import decode
 from workers.context import WorkerContext, current
 from workers.enrich import Location
 from workers.grading import (
@@ -82,8 +83,15 @@ _NEW_EVENT_FIELDS = [
 ]
 
 
+def ingest_lines(block: bytes) -> int:
+    """Store a block of spooled hit lines as events; return how many were new."""
+    return ingest_hits(decode(block))
+
+
 def ingest_hits(hits: list[dict[str, Any]]) -> int:
     """Store a batch of raw hits as events; return how many were new."""
+    if not hits:
+        return 0
     ctx = current()
     with ctx.db.begin() as session:
         targets = _targets(session, hits)

@@ -8,10 +8,11 @@ the message, enrichment, grading, storage, notifications) happens in a worker.
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -96,6 +97,29 @@ class LinkCache:
         return url
 
 
+class HitIds:
+    """Unique hit ids without a system call: a random prefix per process, then a count.
+
+    Ids only have to be unique (the worker stores each once), not unguessable. Not
+    calling into the kernel per hit also keeps the other threads from taking over.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():  # a new process, or a forked one
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._prefix = os.urandom(8).hex()
+                    self._count = itertools.count()
+                    self._pid = os.getpid()
+        return f"{self._prefix}{next(self._count):x}"
+
+
 def client_ip(environ: dict[str, Any], trusted_proxies: int) -> str | None:
     """The client's address: the socket's, or X-Forwarded-For's as far as trusted."""
     remote = environ.get("REMOTE_ADDR") or None
@@ -125,6 +149,7 @@ class TrackingFront:
         self.spool = spool
         self.links = links
         self.trusted_proxies = trusted_proxies
+        self.hit_id = HitIds()
 
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse
@@ -190,7 +215,7 @@ class TrackingFront:
             if key in environ
         }
         return {
-            "id": uuid.uuid4().hex,
+            "id": self.hit_id(),
             "kind": kind,
             "token": token,
             "at": time.time(),

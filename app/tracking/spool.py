@@ -27,7 +27,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-Sink = Callable[[list[dict[str, Any]]], None]
+# A sink takes whole spooled lines as they are; decoding them is the worker's job.
+Sink = Callable[[bytes], None]
 
 _ROTATE_BYTES = 32 * 1024 * 1024
 
@@ -40,18 +41,20 @@ class SpoolFile:
         self.fd = fd
         self.offset = _read_offset(path)
 
-    def pending(self, limit: int) -> tuple[list[bytes], int]:
-        """Up to ``limit`` whole lines after the shipped offset, and the new offset."""
+    def pending(self, limit: int) -> tuple[bytes, int, int]:
+        """Up to ``limit`` whole lines after the shipped offset: the bytes, the line
+        count and the offset after them."""
         size = os.fstat(self.fd).st_size
         if size <= self.offset:
-            return [], self.offset
+            return b"", 0, self.offset
         chunk = os.pread(self.fd, min(size - self.offset, 4 * 1024 * 1024), self.offset)
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return [], self.offset
-        lines = chunk[: end + 1].splitlines()[:limit]
-        consumed = sum(len(line) + 1 for line in lines)
-        return lines, self.offset + consumed
+        end, count = -1, 0
+        while count < limit:
+            found = chunk.find(b"\n", end + 1)
+            if found < 0:
+                break
+            end, count = found, count + 1
+        return chunk[: end + 1], count, self.offset + end + 1
 
     def commit(self, offset: int) -> None:
         """Remember that everything before ``offset`` has been shipped."""
@@ -79,10 +82,15 @@ def _read_offset(path: str) -> int:
         return 0
 
 
-def decode(lines: list[bytes]) -> list[dict[str, Any]]:
+def encode(hit: dict[str, Any]) -> bytes:
+    """One hit as a spool line."""
+    return json.dumps(hit, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(block: bytes) -> list[dict[str, Any]]:
     """Parse spooled lines, skipping any torn or corrupt one."""
     hits = []
-    for line in lines:
+    for line in block.splitlines():
         try:
             hits.append(json.loads(line))
         except ValueError:
@@ -115,9 +123,8 @@ class Spool:
         """Durably record one hit before the request is answered."""
         if self._pid != os.getpid():
             self._start()
-        line = json.dumps(hit, separators=(",", ":")).encode() + b"\n"
         assert self._current is not None
-        os.write(self._current.fd, line)
+        os.write(self._current.fd, encode(hit))
 
     def _start(self) -> None:
         with self._lock:
@@ -174,14 +181,12 @@ class Spool:
     def _drain(self, spool_file: SpoolFile) -> int:
         shipped = 0
         while True:
-            lines, offset = spool_file.pending(self.batch_size)
-            if not lines:
+            block, count, offset = spool_file.pending(self.batch_size)
+            if not count:
                 return shipped
-            hits = decode(lines)
-            if hits:
-                self.sink(hits)
+            self.sink(block)
             spool_file.commit(offset)
-            shipped += len(hits)
+            shipped += count
 
     def ship_orphans(self) -> int:
         """Ship and delete the files of processes that died; return hits shipped."""
