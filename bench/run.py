@@ -266,6 +266,18 @@ def start_web(services: Services) -> None:
     # A pixel with a malformed token is answered and records nothing.
     url = f"http://127.0.0.1:{services.web_port}/o/ready.gif"
     wait_until("web", lambda: requests.get(url, timeout=2).ok)
+    # wrk opens its connections once, at the start: were one web process still
+    # loading the app then, the others would hold every connection for the run.
+    wait_until("every web process", lambda: web_processes_started(services), 60)
+
+
+def web_processes_started(services: Services) -> bool:
+    """Whether each process the server spawned says it has started (granian's log)."""
+    server = services.processes["web"].pid
+    spawned = len(children(server))
+    log_text = (services.tmp / "web.log").read_text(errors="replace")
+    started = len(re.findall(r"Started worker-\d+ runtime", log_text))
+    return spawned > 0 and started >= spawned
 
 
 def start_worker(services: Services) -> None:

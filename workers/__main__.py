@@ -80,8 +80,18 @@ def main() -> None:
         action="store_true",
         help="Run each job in a forked process (isolation at a cost per job).",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="Lower this process's CPU priority by this much (0 to 19).",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
+    if args.nice:
+        # On a host shared with web processes, the tracking endpoints answer first
+        # and the worker drains what they spooled from the CPU they leave over.
+        os.nice(max(0, min(args.nice, 19)))
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
