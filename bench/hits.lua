@@ -43,6 +43,14 @@ function init(args)
   end
 end
 
+-- BENCH_DELAY_MS paces each connection: that many milliseconds between requests.
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "") or 0
+if pause > 0 then
+  function delay()
+    return pause
+  end
+end
+
 function request()
   sent = sent + 1
   local value = prepared[next_index]

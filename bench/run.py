@@ -375,18 +375,27 @@ def wrk(
     seconds: float,
     args: argparse.Namespace,
     during: Any = None,
+    rate: float = 0.0,
 ) -> WrkResult:
-    """Drive ``port`` with wrk and the hits script; ``during`` runs meanwhile."""
+    """Drive ``port`` with wrk and the hits script; ``during`` runs meanwhile.
+
+    With ``rate``, each connection waits between requests so that all of them
+    together ask for about that many requests a second.
+    """
     env = {
         **os.environ,
         "BENCH_PATHS": str(tmp / paths),
         "BENCH_AGENTS": str(tmp / "agents.txt"),
         "BENCH_ADDRESSES": str(tmp / "addresses.txt"),
     }
+    connections = args.connections
+    if rate:
+        connections = min(args.connections, 16)
+        env["BENCH_DELAY_MS"] = str(max(1, round(connections * 1000 / rate)))
     command = [
         "wrk",
         f"-t{args.threads}",
-        f"-c{args.connections}",
+        f"-c{connections}",
         f"-d{max(1, math.ceil(seconds))}s",
         "--timeout",
         "5s",
@@ -586,10 +595,13 @@ def run_phase(
     kind: str,
     paths: str,
     during: Any = None,
+    rate: float = 0.0,
 ) -> Phase:
     before = store.count(kind)
     since = datetime.now(UTC)
-    load = wrk(services.tmp, services.web_port, paths, args.duration, args, during)
+    load = wrk(
+        services.tmp, services.web_port, paths, args.duration, args, during, rate
+    )
     stored = wait_for_drain(services, store, kind, before + load.answered) - before
     return Phase(kind, load, stored, store.delays(kind, since))
 
@@ -699,8 +711,11 @@ def phase_lines(phase: Phase, nginx: WrkResult) -> list[str]:
     notified = d["notified"]
     within = d["notified_1s"] / notified * 100 if notified else float("nan")
     label = {"open": "pixel", "click": "link"}.get(phase.name, phase.name)
+    against = f"{load.rps / nginx.rps:.2f} of nginx"
+    if phase.name == "paced":
+        against = "pixel hits paced, 16 connections"
     return [
-        f"{label:5}: {load.rps:,.0f} req/s ({load.rps / nginx.rps:.2f} of nginx)  "
+        f"{label:5}: {load.rps:,.0f} req/s ({against})  "
         f"p50 {load.p50_ms:.2f} ms  p99 {load.p99_ms:.2f} ms  "
         f"socket errors {load.errors}",
         f"       answered {load.answered:,}  stored {phase.stored:,}  "
@@ -720,6 +735,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--drain-hits", type=int, default=50_000)
     parser.add_argument("--kill-after", type=float, default=5.0)
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=2000.0,
+        help="hits/s of the paced pixel load (hit to notification at a steady rate)",
+    )
     parser.add_argument(
         "--web",
         default=procfile_command("web"),
@@ -780,8 +801,14 @@ def run(args: argparse.Namespace, services: Services) -> int:
         for kind, paths in (("open", "pixel-paths.txt"), ("click", "link-paths.txt")):
             log(f"{kind} load")
             phases.append(run_phase(services, store, args, kind, paths))
-    drain = killed = None
+    drain = killed = paced = None
     if not args.quick:
+        log(f"paced pixel load at about {args.paced_rate:g} hits/s")
+        paced = run_phase(
+            services, store, args, "open", "pixel-paths.txt", rate=args.paced_rate
+        )
+        paced.name = "paced"
+        phases.append(paced)
         log("worker drain")
         drain = measure_drain(services, store, args, phases[0].load.rps)
         log("kill a web process under load")
