@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
@@ -100,6 +101,9 @@ def _init_tracking(app: Flask, db: Database, jobs: Jobs) -> None:
         sink,
         interval=app.config["SPOOL_FLUSH_INTERVAL"],
         batch_size=app.config["SPOOL_BATCH_SIZE"],
+        backlog=functools.partial(jobs.backlog, "hits")
+        if isinstance(jobs, RqJobs)
+        else None,
     )
     app.extensions["trailmark.spool"] = spool
     front = TrackingFront(

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -206,4 +207,56 @@ def test_a_torn_last_line_is_not_shipped_until_complete(tmp_path: Path) -> None:
     os.write(spool._current.fd, b"}\n")
     spool.flush()
     assert [h["id"] for h in shipped] == ["a", "b"]
+    spool.stop()
+
+
+def test_a_part_filled_batch_grows_while_the_workers_are_behind(
+    tmp_path: Path,
+) -> None:
+    batches: list[list[dict[str, Any]]] = []
+    queued = {"jobs": 0}
+    spool = Spool(
+        str(tmp_path),
+        lambda block: batches.append(decode(block)),
+        interval=3600,
+        batch_size=10,
+        backlog=lambda: queued["jobs"],
+        max_wait=3600,
+    )
+    spool.append({"id": "0"})
+    spool.ship_due()
+    assert [len(batch) for batch in batches] == [1]  # the workers keep up
+    queued["jobs"] = 3
+    for n in range(1, 5):
+        spool.append({"id": str(n)})
+    spool.ship_due()
+    assert [len(batch) for batch in batches] == [1]  # three jobs wait: let it fill up
+    for n in range(5, 13):
+        spool.append({"id": str(n)})
+    spool.ship_due()
+    assert [len(batch) for batch in batches] == [1, 10, 2]  # a full batch goes at once
+    spool.append({"id": "13"})
+    queued["jobs"] = 0
+    spool.ship_due()
+    assert [h["id"] for h in batches[-1]] == ["13"]  # caught up: ship straight away
+    spool.stop()
+
+
+def test_a_held_batch_is_shipped_after_the_longest_wait(tmp_path: Path) -> None:
+    batches: list[list[dict[str, Any]]] = []
+    spool = Spool(
+        str(tmp_path),
+        lambda block: batches.append(decode(block)),
+        interval=3600,
+        backlog=lambda: 50,
+        max_wait=0.2,
+    )
+    spool.append({"id": "a"})
+    spool.ship_due()  # the first batch is never held: it tells the size of a hit
+    spool.append({"id": "b"})
+    spool.ship_due()
+    assert [h["id"] for b in batches for h in b] == ["a"]
+    time.sleep(0.25)
+    spool.ship_due()
+    assert [h["id"] for b in batches for h in b] == ["a", "b"]
     spool.stop()

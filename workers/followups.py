@@ -1,9 +1,10 @@
 """Follow-up automation in the workers: evaluate rules, deliver reminders, make tasks.
 
-Rules are evaluated when counted events are stored (``events_stored``, called by the
-ingest job) and by a periodic ``sweep``, which also runs the "no counted open within D
-business days" checks. Everything the sweep needs is in the database, so a worker or
-Redis restart loses nothing: jobs lost with Redis are redone by the next sweep.
+Rules are evaluated when counted events are stored (``evaluate_events``, queued by the
+ingest job when the organisation has an enabled rule) and by a periodic ``sweep``,
+which also runs the "no counted open within D business days" checks. Everything the
+sweep needs is in the database, so a worker or Redis restart loses nothing: jobs lost
+with Redis are redone by the next sweep.
 
 Exactly once: a firing is a row unique on (rule, message, recipient), inserted with
 ON CONFLICT DO NOTHING together with the actions it owes, in one transaction. A
@@ -80,21 +81,17 @@ def schedule_for(user: User) -> Schedule:
 # Evaluation ---------------------------------------------------------------------
 
 
-def events_stored(ctx: WorkerContext, event_ids: list[int], org_ids: set[int]) -> None:
-    """Counted events of these organisations were stored: evaluate their rules.
-
-    Organisations without an enabled rule cost one query and no job.
-    """
-    with ctx.db.session_factory() as session:
-        has_rules = session.scalar(
+def has_enabled_rules(session: Session, org_ids: set[int]) -> bool:
+    """Whether any of these organisations has a rule switched on."""
+    return bool(
+        session.scalar(
             select(
                 exists().where(
                     FollowUpRule.enabled.is_(True), FollowUpRule.org_id.in_(org_ids)
                 )
             )
         )
-    if has_rules:
-        ctx.jobs.enqueue(evaluate_events, event_ids)
+    )
 
 
 def evaluate_events(event_ids: list[int]) -> int:

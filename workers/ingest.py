@@ -16,7 +16,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import and_, exists, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -102,9 +113,10 @@ def ingest_hits(hits: list[dict[str, Any]]) -> int:
         inserted = _insert(session, rows, links)
         uncounted = _regrade_bursts(session, inserted)
         notified = _after_insert(session, inserted, uncounted, targets)
+        hand_on = _hand_on(session, inserted, targets)
     if notified:
         ctx.notifier.publish_many(notified)
-    _hand_on(ctx, inserted, targets)
+    hand_on.enqueue(ctx)
     logger.info("ingested hits=%d new_events=%d", len(hits), len(inserted))
     return len(inserted)
 
@@ -143,6 +155,29 @@ def _history(
     history = {message_id: History() for message_id in message_ids}
     if not message_ids:
         return history
+    ids = sorted(message_ids)
+    for row in session.execute(_FIRSTS, {"ids": ids}):
+        history[row.id].has_open = bool(row.opened)
+        if row.occurred_at is not None:
+            history[row.id].add(_prior_of(row))
+    # Bursts look back a few seconds from each hit. Each link's clicks in that span
+    # are summed up by their first and last time, which answers exactly whenever the
+    # stored clicks are older than the hits (the usual order of arrival).
+    times = [float(hit.get("at", 0)) for hit in hits]
+    start = datetime.fromtimestamp(min(times), UTC) - BURST_WINDOW
+    end = datetime.fromtimestamp(max(times), UTC)
+    for row in session.execute(
+        _RECENT_CLICKS, {"ids": ids, "start": start, "end": end}
+    ):
+        for at in (row.first, row.last):
+            history[row.message_id].add(
+                PriorEvent("click", as_utc(at) or end, "", None, None, row.link_id)
+            )
+    return history
+
+
+def _firsts() -> Select[Any]:
+    """Per message: whether it was ever opened, and its first human open."""
     first_human = aliased(Event)
     opened = (
         exists()
@@ -160,22 +195,16 @@ def _history(
         .limit(1)
         .scalar_subquery()
     )
-    firsts = (
+    return (
         select(Message.id, opened, *_prior_columns(first_human))
         .outerjoin(first_human, first_human.id == first_human_id)
-        .where(Message.id.in_(message_ids))
+        .where(Message.id.in_(bindparam("ids", expanding=True)))
     )
-    for row in session.execute(firsts):
-        history[row.id].has_open = bool(row.opened)
-        if row.occurred_at is not None:
-            history[row.id].add(_prior_of(row))
-    # Bursts look back a few seconds from each hit. Each link's clicks in that span
-    # are summed up by their first and last time, which answers exactly whenever the
-    # stored clicks are older than the hits (the usual order of arrival).
-    times = [float(hit.get("at", 0)) for hit in hits]
-    start = datetime.fromtimestamp(min(times), UTC) - BURST_WINDOW
-    end = datetime.fromtimestamp(max(times), UTC)
-    clicks = (
+
+
+def _recent_clicks() -> Select[int, int | None, datetime, datetime]:
+    """Per message and link: the first and last click between two times."""
+    return (
         select(
             Event.message_id,
             Event.link_id,
@@ -183,20 +212,14 @@ def _history(
             func.max(Event.occurred_at).label("last"),
         )
         .where(
-            Event.message_id.in_(message_ids),
+            Event.message_id.in_(bindparam("ids", expanding=True)),
             Event.type == "click",
             Event.link_id.is_not(None),
-            Event.occurred_at >= start,
-            Event.occurred_at <= end,
+            Event.occurred_at >= bindparam("start", type_=Event.occurred_at.type),
+            Event.occurred_at <= bindparam("end", type_=Event.occurred_at.type),
         )
         .group_by(Event.message_id, Event.link_id)
     )
-    for row in session.execute(clicks):
-        for at in (row.first, row.last):
-            history[row.message_id].add(
-                PriorEvent("click", as_utc(at) or end, "", None, None, row.link_id)
-            )
-    return history
 
 
 def _prior_columns(event: type[Event]) -> tuple[Any, ...]:
@@ -219,6 +242,11 @@ def _prior_of(row: Any) -> PriorEvent:
         asn=row.asn,
         link_id=row.link_id,
     )
+
+
+# Built once: putting these statements together costs more than running them.
+_FIRSTS = _firsts()
+_RECENT_CLICKS = _recent_clicks()
 
 
 def _event_rows(
@@ -689,20 +717,35 @@ def _notification(message: Message, event: NewEvent) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _HandOn:
+    """Jobs owed to CRM syncing and follow-up rules, queued after the commit."""
+
+    syncs: list[tuple[int, list[int]]]
+    rule_events: list[int]
+
+    def enqueue(self, ctx: WorkerContext) -> None:
+        from workers import followups, sync
+
+        sync.enqueue_syncs(ctx, self.syncs)
+        if self.rule_events:
+            ctx.jobs.enqueue(followups.evaluate_events, self.rule_events)
+
+
 def _hand_on(
-    ctx: WorkerContext,
-    inserted: list[NewEvent],
-    targets: dict[str, _Target],
-) -> None:
-    """Queue CRM syncing and follow-up rules for the counted events just stored."""
+    session: Session, inserted: list[NewEvent], targets: dict[str, _Target]
+) -> _HandOn:
+    """What CRM syncing and follow-up rules the counted events just stored call for."""
     from workers import followups, sync
 
     counted = [event for event in inserted if event.counted]
     if not counted:
-        return
+        return _HandOn([], [])
     org_of = {t.message.id: t.message.org_id for t in targets.values()}
     by_org: dict[int, set[int]] = defaultdict(set)
     for event in counted:
         by_org[org_of[event.message_id]].add(event.message_id)
-    sync.events_stored(ctx, by_org)
-    followups.events_stored(ctx, [event.id for event in counted], set(by_org))
+    rules = followups.has_enabled_rules(session, set(by_org))
+    return _HandOn(
+        sync.syncs_for(session, by_org), [e.id for e in counted] if rules else []
+    )

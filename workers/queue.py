@@ -44,6 +44,10 @@ class RqJobs:
             job_timeout=timeout,
         )
 
+    def backlog(self, queue: str) -> int:
+        """How many jobs wait on ``queue``."""
+        return int(self._queues[queue].count)
+
     def enqueue_in(
         self,
         delay: timedelta,

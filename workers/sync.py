@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.models import CrmConnection, Message
 from workers.context import WorkerContext, current
@@ -12,15 +13,24 @@ from workers.context import WorkerContext, current
 logger = logging.getLogger(__name__)
 
 
-def _connections(ctx: WorkerContext, org_ids: set[int]) -> list[tuple[int, int]]:
-    """(connection id, org id) of the organisations' CRM connections."""
-    with ctx.db.session_factory() as session:
-        rows = session.execute(
-            select(CrmConnection.id, CrmConnection.org_id).where(
-                CrmConnection.org_id.in_(org_ids)
-            )
+def syncs_for(
+    session: Session, by_org: dict[int, set[int]]
+) -> list[tuple[int, list[int]]]:
+    """(connection id, message ids) for each CRM connection of these organisations."""
+    rows = session.execute(
+        select(CrmConnection.id, CrmConnection.org_id).where(
+            CrmConnection.org_id.in_(by_org)
         )
-        return [(row[0], row[1]) for row in rows]
+    )
+    return [(connection_id, sorted(by_org[org_id])) for connection_id, org_id in rows]
+
+
+def enqueue_syncs(ctx: WorkerContext, syncs: list[tuple[int, list[int]]]) -> None:
+    """Queue one sync job per connection (after the events are committed)."""
+    from integrations.jobs import sync_messages
+
+    for connection_id, message_ids in syncs:
+        ctx.jobs.enqueue(sync_messages, connection_id, message_ids, queue="crm")
 
 
 def message_registered(message_id: int) -> None:
@@ -32,18 +42,7 @@ def message_registered(message_id: int) -> None:
         _enqueue(ctx, {org_id: {message_id}})
 
 
-def events_stored(ctx: WorkerContext, by_org: dict[int, set[int]]) -> None:
-    """Counted events were stored (message ids by organisation): sync them."""
-    _enqueue(ctx, by_org)
-
-
 def _enqueue(ctx: WorkerContext, by_org: dict[int, set[int]]) -> None:
-    connections = _connections(ctx, set(by_org))
-    if not connections:
-        return
-    from integrations.jobs import sync_messages
-
-    for connection_id, org_id in connections:
-        ctx.jobs.enqueue(
-            sync_messages, connection_id, sorted(by_org[org_id]), queue="crm"
-        )
+    with ctx.db.session_factory() as session:
+        syncs = syncs_for(session, by_org)
+    enqueue_syncs(ctx, syncs)

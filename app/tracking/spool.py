@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 # A sink takes whole spooled lines as they are; decoding them is the worker's job.
 Sink = Callable[[bytes], None]
+# How many shipped batches still wait for a worker.
+Backlog = Callable[[], int]
 
 _ROTATE_BYTES = 32 * 1024 * 1024
 
@@ -66,6 +68,9 @@ class SpoolFile:
 
     def drained(self) -> bool:
         return os.fstat(self.fd).st_size <= self.offset
+
+    def pending_bytes(self) -> int:
+        return max(0, os.fstat(self.fd).st_size - self.offset)
 
     def remove(self) -> None:
         for path in (self.path, f"{self.path}.offset"):
@@ -108,11 +113,17 @@ class Spool:
         *,
         interval: float = 0.05,
         batch_size: int = 1000,
+        backlog: Backlog | None = None,
+        max_wait: float = 1.0,
     ) -> None:
         self.directory = directory
         self.sink = sink
         self.interval = interval
         self.batch_size = batch_size
+        self.backlog = backlog
+        self.max_wait = max_wait
+        self._line_bytes: float | None = None  # learnt from the first batch shipped
+        self._shipped_at = time.monotonic()
         self._pid = -1
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -152,7 +163,7 @@ class Spool:
                 if time.monotonic() >= next_orphan_scan:
                     self.ship_orphans()
                     next_orphan_scan = time.monotonic() + 5.0
-                self._ship_current()
+                self.ship_due()
                 backoff = self.interval
             except Exception as exc:  # noqa: BLE001 (the thread must outlive any failure)
                 backoff = min(backoff * 2 or 0.1, 5.0)
@@ -168,15 +179,38 @@ class Spool:
             if self._current is not None:
                 self._drain(self._current)
 
-    def _ship_current(self) -> None:
+    def ship_due(self) -> None:
+        """Ship this process's hits, unless their batch should grow first."""
         with self._lock:
             current = self._current
-            if current is None:
+            if current is None or self._let_grow(current):
                 return
             self._drain(current)
+            self._shipped_at = time.monotonic()
             if current.offset >= _ROTATE_BYTES and current.drained():
                 self._current = self._open_new()
                 current.remove()
+
+    def _let_grow(self, current: SpoolFile) -> bool:
+        """Whether to hold a part-filled batch back because the workers are behind.
+
+        A job costs the worker a fixed amount besides its hits; while earlier batches
+        still wait in the queue, shipping fewer and fuller ones lets it catch up, and
+        adds no delay a hit would not have spent waiting in the queue anyway.
+        """
+        waiting = current.pending_bytes()
+        if not waiting:
+            return True
+        if self.backlog is None or self._line_bytes is None:
+            return False
+        if waiting >= self.batch_size * self._line_bytes:
+            return False
+        if time.monotonic() - self._shipped_at >= self.max_wait:
+            return False
+        try:
+            return self.backlog() > 0
+        except Exception:  # noqa: BLE001 (shipping reports the outage itself)
+            return False
 
     def _drain(self, spool_file: SpoolFile) -> int:
         shipped = 0
@@ -187,6 +221,7 @@ class Spool:
             self.sink(block)
             spool_file.commit(offset)
             shipped += count
+            self._line_bytes = len(block) / count
 
     def ship_orphans(self) -> int:
         """Ship and delete the files of processes that died; return hits shipped."""
