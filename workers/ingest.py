@@ -484,26 +484,31 @@ def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
 
     A burst is only visible from its second click on; by then the first has been
     graded on its own. The clicks (and the opens they implied) inside the burst's
-    window are regraded as the scanner they turned out to be, in one query for the
-    whole batch. Returns the events of earlier batches that stopped being counted.
+    window are regraded as the scanner they turned out to be, in one query for up to
+    200 bursts. Returns the events of earlier batches that stopped being counted.
     """
     spans = _burst_spans(inserted)
-    if not spans:
-        return []
-    within = or_(
-        *(
-            and_(Event.message_id == message_id, Event.occurred_at.between(lo, hi))
-            for message_id, windows in spans.items()
-            for lo, hi, _ in windows
+    windows = [
+        (message_id, lo, hi)
+        for message_id, found in spans.items()
+        for lo, hi, _ in found
+    ]
+    regraded: list[Event] = []
+    # SQLite parses a chain of ORs as a tree at most 1,000 deep.
+    for start in range(0, len(windows), 200):
+        within = or_(
+            *(
+                and_(Event.message_id == message_id, Event.occurred_at.between(lo, hi))
+                for message_id, lo, hi in windows[start : start + 200]
+            )
         )
-    )
-    regraded = session.scalars(
-        select(Event).where(
-            Event.counted.is_(True),
-            or_(Event.type == "click", Event.implied.is_(True)),
-            within,
-        )
-    ).all()
+        regraded += session.scalars(
+            select(Event).where(
+                Event.counted.is_(True),
+                or_(Event.type == "click", Event.implied.is_(True)),
+                within,
+            )
+        ).all()
     new = {event.id: event for event in inserted}
     for event in regraded:
         label = next(

@@ -1,0 +1,102 @@
+"""The quick start's own stack: SQLite, no Redis, jobs run in the web process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from flask import Flask
+
+from app import create_app
+from app.cli import alembic_config
+from tests.conftest import Account, path_of, settings
+from workers.ingest import ingest_hits
+
+CHROME = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+@pytest.fixture
+def quick_app(tmp_path: Path) -> Iterator[Flask]:
+    url = f"sqlite:///{tmp_path / 'quick.sqlite3'}"
+    command.upgrade(alembic_config(url), "head")
+    app = create_app(settings(tmp_path, url, REDIS_URL=""))
+    yield app
+    app.extensions["trailmark.spool"].stop()
+    app.extensions["trailmark.db"].engine.dispose()
+
+
+@pytest.fixture
+def rep(quick_app: Flask) -> Account:
+    args = ["user", "create", "rep@seller.test", "--org", "Seller"]
+    result = quick_app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    return Account(
+        quick_app.test_client(), "rep@seller.test", result.output.split()[-1]
+    )
+
+
+def _events(rep: Account, message_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = rep.get(f"/api/v1/messages/{message_id}/events")
+    return events.get_json()["events"]  # type: ignore[attr-defined, no-any-return]
+
+
+def test_an_open_and_a_scanner_burst_are_stored_and_graded_on_sqlite(
+    quick_app: Flask, rep: Account
+) -> None:
+    links = "".join(f'<a href="https://shop.test/{n}">{n}</a>' for n in range(3))
+    created = rep.send(html=f"<html><body>{links}</body></html>")
+    client, spool = rep.client, quick_app.extensions["trailmark.spool"]
+    headers = {"User-Agent": CHROME}
+    environ = {"REMOTE_ADDR": "89.160.20.112"}
+    first, *rest = (path_of(link["tracked_url"]) for link in created["links"])
+    client.get(path_of(created["pixel_url"]), headers=headers, environ_base=environ)
+    client.get(first, headers=headers, environ_base=environ)
+    spool.flush()  # no Redis: stored before the spool counts it shipped
+    for path in rest:
+        client.get(path, headers=headers, environ_base=environ)
+    spool.flush()
+
+    events = _events(rep, created["id"])
+    assert [e["type"] for e in events] == ["open", "click", "click", "click"]
+    assert events[0]["classification"] == "human"
+    assert events[0]["location"]["city"] == "Linköping"
+    clicks = events[1:]
+    assert {e["classification"] for e in clicks} == {"scanner"}
+    assert any(r.endswith("-regraded") for r in clicks[0]["reasons"])
+    message = rep.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert (message["opens"], message["clicks"]) == (1, 0)
+
+
+def test_bursts_across_hundreds_of_messages_in_one_batch(
+    quick_app: Flask, rep: Account
+) -> None:
+    html = '<a href="https://shop.test/a">a</a> <a href="https://shop.test/b">b</a>'
+    sent = [rep.send(html=html) for _ in range(300)]
+    at = time.time() - 60
+    # Four bursts a message, ten seconds apart: 1,200 windows to regrade in one batch.
+    hits = [
+        {"id": f"{m:04d}{burst}{n}", "kind": "click", "token": link}
+        | {"at": at + burst * 10 + n * 0.1, "ip": "89.160.20.112", "ua": CHROME}
+        | {"method": "GET", "headers": {}}
+        for m, message in enumerate(sent)
+        for burst in range(4)
+        for n, link in enumerate(
+            path_of(x["tracked_url"]).removeprefix("/c/") for x in message["links"]
+        )
+    ]
+    with quick_app.app_context():
+        assert ingest_hits(hits) == 2700  # 2,400 clicks and the opens they imply
+
+    for message in (sent[0], sent[-1]):
+        events = _events(rep, message["id"])
+        assert [e["type"] for e in events] == ["open"] + ["click"] * 8
+        assert not any(e["counted"] for e in events)
+        body = rep.get(f"/api/v1/messages/{message['id']}").get_json()
+        assert (body["opens"], body["clicks"]) == (0, 0)
