@@ -383,12 +383,11 @@ def _insert(
     else:
         stored = _values_insert(session, rows)
     by_hit = {row["hit_id"]: row for row in rows}
-    new = [
-        NewEvent.of(event_id, row, links.get(row["link_id"] or 0))
-        for event_id, hit_id in stored
-        if (row := by_hit[hit_id])
-    ]
-    return sorted(new, key=lambda event: event.id)
+    new = []
+    for event_id, hit_id in sorted(stored):
+        row = by_hit[hit_id]
+        new.append(NewEvent.of(event_id, row, links.get(row["link_id"] or 0)))
+    return new
 
 
 def _is_postgres(session: Session) -> bool:
