@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, abort, request
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, UnicodeConverter
 
 # The largest id a PostgreSQL integer column holds; a larger one can name nothing.
 MAX_ID = 2**31 - 1
@@ -15,6 +15,15 @@ class IdConverter(IntegerConverter):
     def __init__(self, map: object, **kwargs: object) -> None:
         kwargs.setdefault("max", MAX_ID)
         super().__init__(map, **kwargs)  # type: ignore[arg-type]
+
+
+class TextConverter(UnicodeConverter):
+    """``<...>`` and ``<string:...>`` in routes: a part with a control character
+    (NUL above all, which PostgreSQL text cannot hold) names nothing, so it is a 404."""
+
+    def __init__(self, map: object, *args: object, **kwargs: object) -> None:
+        super().__init__(map, *args, **kwargs)  # type: ignore[arg-type]
+        self.regex = self.regex.replace("[^/]", r"[^/\x00-\x1f\x7f]")
 
 
 def refuse_nul_in_forms() -> None:
@@ -31,4 +40,6 @@ def refuse_nul_in_forms() -> None:
 def init_app(app: Flask) -> None:
     """Register the checks; call before any blueprint adds its routes."""
     app.url_map.converters["int"] = IdConverter
+    app.url_map.converters["default"] = TextConverter
+    app.url_map.converters["string"] = TextConverter
     app.before_request(refuse_nul_in_forms)

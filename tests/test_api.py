@@ -176,6 +176,23 @@ def test_huge_page_numbers_and_ids_are_4xx(account: Account) -> None:
     assert account.get("/api/v1/rules/99999999999999999999999").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/messages/%00"),
+        ("GET", "/api/v1/messages/a%00b/events"),
+        ("POST", "/api/v1/messages/%00/replied"),
+        ("GET", "/api/v1/messages/a%0Ab"),
+        ("GET", "/messages/%00"),
+    ],
+)
+def test_control_characters_in_an_id_name_nothing(
+    account: Account, method: str, path: str
+) -> None:
+    response = account.client.open(path, method=method, headers=account.headers)
+    assert response.status_code == 404
+
+
 def test_too_many_links_are_refused(account: Account) -> None:
     html = "".join(f'<a href="https://x.test/{n}">{n}</a>' for n in range(1001))
     body = {"subject": "s", "to": ["a@x.test"], "html": html}
