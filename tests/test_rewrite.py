@@ -242,6 +242,31 @@ def test_entities_are_decoded_exactly_once() -> None:
     assert result.html == href("https://t.example/c/0001")
 
 
+@pytest.mark.parametrize(
+    ("written", "followed"),
+    [
+        # Names valid without ";" stay as written before "=", a letter or a digit.
+        (
+            "https://e.test/?a=1&region=us&not=1&copy=5&times=4",
+            "https://e.test/?a=1&region=us&not=1&copy=5&times=4",
+        ),
+        (
+            "https://e.test/?x=1&ampy=2&copyright;",
+            "https://e.test/?x=1&ampy=2&copyright;",
+        ),
+        # Elsewhere they are decoded, with or without ";", as a browser does.
+        ("https://e.test/?q=&copy.&reg;&not;in", "https://e.test/?q=©.®¬in"),
+        ("https://e.test/?a=1&amp;lang=en&#38;b", "https://e.test/?a=1&lang=en&b"),
+    ],
+)
+def test_references_in_an_href_are_read_as_a_browser_reads_them(
+    written: str, followed: str
+) -> None:
+    result = track(href(written), pixel_url=None)
+
+    assert result.links[0].url == followed
+
+
 def test_query_and_fragment_are_kept_byte_for_byte() -> None:
     url = "https://example.com/p%20q?z=1&a=%2F&a=2&empty=&flag#sec/2?x"
 

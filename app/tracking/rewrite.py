@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html import escape, unescape
+from html.entities import html5 as _ENTITIES
 from html.parser import HTMLParser
 from urllib.parse import SplitResult, urljoin, urlsplit
 
@@ -156,10 +157,39 @@ def _href_edits(
     """Yield a replacement for every href that leads to a trackable destination."""
     base = _base_url(found.bases)
     for href in found.hrefs:
-        destination = _destination(unescape(href.raw(source)), base)
+        destination = _destination(unescape_attribute(href.raw(source)), base)
         if destination is not None:
             value = _attribute_value(book.tracked(destination), href.quote)
             yield href.start, href.end, value
+
+
+_REFERENCE = re.compile(r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;?)")
+
+
+def unescape_attribute(value: str) -> str:
+    """Decode character references in an attribute value as a browser does.
+
+    Unlike text, an attribute keeps a reference without its semicolon as written when
+    an ``=`` or a letter or digit follows it, so ``?a=1&region=us&copy=5`` stays that
+    query (``html.unescape`` would read ``&reg`` and ``&copy`` as ® and ©).
+    """
+
+    def decode(match: re.Match[str]) -> str:
+        reference = match.group()
+        if reference[1] == "#":
+            return unescape(reference)
+        name = reference[1:]
+        if name.endswith(";") and name in _ENTITIES:
+            return _ENTITIES[name]
+        for end in range(len(name.rstrip(";")), 0, -1):
+            if name[:end] in _ENTITIES:  # a legacy name, valid without ";"
+                after = name[end : end + 1] or value[match.end() : match.end() + 1]
+                if after == "=" or (after.isascii() and after.isalnum()):
+                    return reference
+                return _ENTITIES[name[:end]] + name[end:]
+        return reference
+
+    return _REFERENCE.sub(decode, value)
 
 
 def _attribute_value(url: str, quote: str) -> str:
@@ -296,6 +326,7 @@ def _attribute(match: re.Match[str]) -> tuple[str, str | None, _Href]:
         start, end = start + 1, end - 1
     return (
         match["name"].lower(),
+        # Decoded as the tokenizer decodes, only to check that both read the tag alike.
         unescape(raw[len(quote) : len(raw) - len(quote)]),
         _Href(start, end, quote),
     )
