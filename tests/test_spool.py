@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -259,4 +260,31 @@ def test_a_held_batch_is_shipped_after_the_longest_wait(tmp_path: Path) -> None:
     time.sleep(0.25)
     spool.ship_due()
     assert [h["id"] for b in batches for h in b] == ["a", "b"]
+    spool.stop()
+
+
+def test_a_shipped_file_is_replaced_and_deleted_within_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.tracking import spool as spool_module
+
+    monkeypatch.setattr(spool_module, "_ROTATE_SECONDS", 0.0)
+    monkeypatch.setattr(spool_module, "_RETIRE_GRACE", 0.2)
+    shipped: list[dict[str, Any]] = []
+    spool = Spool(str(tmp_path), lambda b: shipped.extend(decode(b)), interval=3600)
+    spool.append({"id": "a", "ip": "81.2.69.142"})
+    first = spool._current
+    assert first is not None
+    spool.ship_due()
+    assert spool._current is not first  # shipped, so replaced at once
+    # An append that picked the old file just before the swap is still shipped.
+    os.write(first.fd, b'{"id":"late"}\n')
+    spool.ship_due()
+    assert Path(first.path).exists()  # kept for the grace period
+    time.sleep(0.25)
+    spool.ship_due()
+    assert not Path(first.path).exists()
+    assert [h["id"] for h in shipped] == ["a", "late"]
+    logs = list(tmp_path.glob("*.log"))
+    assert logs == [] or all("81.2.69.142" not in p.read_text() for p in logs)
     spool.stop()

@@ -33,6 +33,12 @@ Sink = Callable[[bytes], None]
 Backlog = Callable[[], int]
 
 _ROTATE_BYTES = 32 * 1024 * 1024
+# A shipped file is replaced after this long, so raw hits (full addresses, user
+# agents) stay on disk for seconds, not until the file fills up.
+_ROTATE_SECONDS = 10.0
+# A replaced file is kept this long for an append that picked it just before the
+# swap; what such an append wrote is shipped before the file is deleted.
+_RETIRE_GRACE = 2.0
 
 
 class SpoolFile:
@@ -42,6 +48,7 @@ class SpoolFile:
         self.path = path
         self.fd = fd
         self.offset = _read_offset(path)
+        self.opened_at = time.monotonic()
 
     def pending(self, limit: int) -> tuple[bytes, int, int]:
         """Up to ``limit`` whole lines after the shipped offset: the bytes, the line
@@ -128,6 +135,7 @@ class Spool:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._current: SpoolFile | None = None
+        self._retired: list[tuple[float, SpoolFile]] = []
         self._stopping = False
 
     def append(self, hit: dict[str, Any]) -> None:
@@ -143,6 +151,7 @@ class Spool:
                 return
             os.makedirs(self.directory, exist_ok=True)
             self._current = self._open_new()
+            self._retired = []  # a forked child leaves its parent's files alone
             self._pid = os.getpid()
             self._stopping = False
             thread = threading.Thread(target=self._run, name="spool", daemon=True)
@@ -182,14 +191,30 @@ class Spool:
     def ship_due(self) -> None:
         """Ship this process's hits, unless their batch should grow first."""
         with self._lock:
+            self._remove_retired()
             current = self._current
-            if current is None or self._let_grow(current):
+            if current is None:
                 return
-            self._drain(current)
-            self._shipped_at = time.monotonic()
-            if current.offset >= _ROTATE_BYTES and current.drained():
+            if not self._let_grow(current):
+                self._drain(current)
+                self._shipped_at = time.monotonic()
+            age = time.monotonic() - current.opened_at
+            full = current.offset >= _ROTATE_BYTES
+            if (
+                current.offset
+                and current.drained()
+                and (full or age >= _ROTATE_SECONDS)
+            ):
                 self._current = self._open_new()
-                current.remove()
+                self._retired.append((time.monotonic(), current))
+
+    def _remove_retired(self) -> None:
+        """Delete replaced files once no append can still be writing to them."""
+        while self._retired and time.monotonic() - self._retired[0][0] >= _RETIRE_GRACE:
+            old = self._retired[0][1]
+            self._drain(old)
+            old.remove()
+            self._retired.pop(0)
 
     def _let_grow(self, current: SpoolFile) -> bool:
         """Whether to hold a part-filled batch back because the workers are behind.
