@@ -138,8 +138,11 @@ class Message(Base):
 
     @property
     def recipients(self) -> list[str]:
-        """Everyone the message went to, in order, without repeats."""
-        return list(dict.fromkeys([*self.to, *self.cc, *self.bcc]))
+        """Everyone the message went to, in order, without repeats (in any case)."""
+        first: dict[str, str] = {}
+        for address in [*self.to, *self.cc, *self.bcc]:
+            first.setdefault(address.lower(), address)
+        return list(first.values())
 
 
 class Link(Base):

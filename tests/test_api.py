@@ -213,3 +213,9 @@ def test_a_signed_in_browser_cannot_change_anything_without_the_token(
     # What another site could make the browser send, cookie attached:
     assert client.post(f"/api/v1/messages/{created['id']}/replied").status_code == 401
     assert client.post("/api/v1/messages", json={"subject": "x"}).status_code == 401
+
+
+def test_one_address_written_in_two_cases_is_one_recipient(account: Account) -> None:
+    created = account.send(html="<p>Hi</p>", to=["Ann@B.test"], cc=["ann@b.test"])
+    message = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert message["recipients"] == ["Ann@B.test"]

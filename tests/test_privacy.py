@@ -216,6 +216,15 @@ def test_do_not_track_domain_covers_its_subdomains(rep: Account) -> None:
     assert rep.send(html=HTML, to=["a@notexample.org"])["pixel_url"] is not None
 
 
+def test_an_international_domain_is_listed_in_either_spelling(rep: Account) -> None:
+    rep.post("/api/v1/privacy/do-not-track", json={"value": "bücher.de"})
+    rep.post("/api/v1/privacy/do-not-track", json={"value": "xn--mnchen-3ya.de"})
+    assert rep.send(html=HTML, to=["x@xn--bcher-kva.de"])["pixel_url"] is None
+    assert rep.send(html=HTML, to=["x@Bücher.de"])["pixel_url"] is None
+    assert rep.send(html=HTML, to=["x@münchen.de"])["pixel_url"] is None
+    assert rep.send(html=HTML, to=["x@buecher.de"])["pixel_url"] is not None
+
+
 def test_a_recipient_listed_after_sending_is_not_tracked_any_more(
     rep: Account, database: Database, run_jobs: Callable[[], None]
 ) -> None:

@@ -58,20 +58,50 @@ class TrackingDecision:
 
 
 def normalise(value: str) -> str:
-    """An address or domain as the list keeps it: trimmed, lower case, no final dot."""
+    """An address or domain as compared: trimmed, lower case, no final dot."""
     return value.strip().lower().rstrip(".")
 
 
+def list_key(value: str) -> str:
+    """An address or domain as the do-not-track list keeps it: normalised, with an
+    international domain in its ASCII form (``bücher.de`` as ``xn--bcher-kva.de``),
+    so that both spellings of one domain match."""
+    local, at, domain = normalise(value).rpartition("@")
+    return f"{local}{at}{_ascii_domain(domain)}"
+
+
+def _ascii_domain(domain: str) -> str:
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
+def _unicode_domain(domain: str) -> str:
+    try:
+        return domain.encode("ascii").decode("idna")
+    except UnicodeError:
+        return domain
+
+
 def domain_of(address: str) -> str:
-    return normalise(address).rpartition("@")[2]
+    return list_key(address).rpartition("@")[2]
 
 
 def lookup_keys(address: str) -> list[str]:
-    """The list entries that would cover an address: itself and each of its domains."""
-    address = normalise(address)
-    labels = domain_of(address).split(".")
+    """The list entries that would cover an address: itself and each of its domains.
+
+    Each in its ASCII form and, for entries kept before domains were stored that way,
+    its Unicode form.
+    """
+    address = list_key(address)
+    local, at, domain = address.rpartition("@")
+    labels = domain.split(".")
     domains = [".".join(labels[i:]) for i in range(len(labels) - 1)]
-    return [address, *domains]
+    keys = [address, *domains]
+    spelled = [f"{local}{at}{_unicode_domain(domain)}"]
+    spelled += [_unicode_domain(name) for name in domains]
+    return list(dict.fromkeys([*keys, *spelled]))
 
 
 def in_eea_or_uk(address: str) -> bool:

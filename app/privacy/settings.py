@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.models import DoNotTrack, Organization
-from app.privacy.rules import normalise
+from app.privacy.rules import list_key
 
 IP_POLICIES = ("full", "truncate", "none")
 LOCATION_PRECISIONS = ("city", "region", "country")
@@ -81,7 +81,7 @@ class DoNotTrackEntrySchema(Schema):
 
     @post_load
     def _classify(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
-        value = normalise(data["value"]).removeprefix("@")
+        value = list_key(data["value"]).removeprefix("@")
         if "@" in value:
             try:
                 validate.Email()(value)
