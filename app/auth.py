@@ -86,7 +86,8 @@ def api_auth(view: F) -> F:
             abort(
                 401,
                 "Send an API token as 'Authorization: Bearer <token>'. "
-                "Create one with: flask --app app user create EMAIL --org NAME",
+                "Create one with: scripts/flask user create EMAIL --org NAME "
+                "(or flask --app app user create ... where the environment is set)",
             )
         return view(*args, **kwargs)
 

@@ -250,6 +250,14 @@ def test_head_request_is_scanner(hit) -> None:
     assert (result.classification, result.reasons) == ("scanner", ("method:head",))
 
 
+@pytest.mark.parametrize("method", ["POST", "DELETE", "OPTIONS"])
+def test_a_method_no_mail_client_sends_is_a_bot(hit, method: str) -> None:
+    result = grade(hit(method=method), message(), [])
+
+    assert (result.classification, result.counted) == ("bot", False)
+    assert result.reasons == (f"method:{method.lower()}",)
+
+
 def test_click_from_mimecast_network_is_scanner_whatever_the_time(hit) -> None:
     result = grade(hit(kind="click", link_id=1, network=MIMECAST), message(), [])
 

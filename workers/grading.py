@@ -187,6 +187,9 @@ def _bot(context: _Context) -> _Verdict | None:
     device = context.hit.device
     if device.bot:
         return BOT, ("ua:bot",)
+    if context.hit.method not in {"GET", "HEAD"}:
+        # Mail clients only GET an image or a link; a POST or DELETE is a script.
+        return BOT, (f"method:{context.hit.method.lower()[:10]}",)
     if device.agent == "image_proxy" and context.hit.kind == "click":
         # Image proxies never follow links; something is replaying the URL.
         return BOT, ("ua:image-proxy-click",)
