@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
 from app.auth import issue_token
@@ -53,10 +53,16 @@ def create_user(
         raise click.BadParameter(
             "give an email address, like ann@example.com", param_hint="EMAIL"
         )
+    org_name = org_name.strip()
+    if not org_name:
+        raise click.BadParameter("give the organisation a name", param_hint="--org")
     if session.scalars(select(User).where(User.email == email)).first():
         raise click.ClickException(f"A user with the email {email} already exists.")
+    # "your team" joins "Your team" rather than starting a second organisation.
     org = session.scalars(
-        select(Organization).where(Organization.name == org_name)
+        select(Organization)
+        .where(func.lower(Organization.name) == org_name.lower())
+        .order_by(Organization.id)
     ).first()
     if org is None:
         org = Organization(name=org_name)

@@ -1,5 +1,7 @@
 # Sourced by scripts/run and scripts/flask (with ROOT set to the checkout): the quick
 # start's settings and keys, generated into var/ on first use and kept for next time.
+# Keys, the database and the spool are the user's alone.
+umask 077
 mkdir -p "${ROOT}/var"
 if [ -z "${SECRET_KEY:-}" ]; then
   [ -s "${ROOT}/var/secret_key" ] || "${ROOT}/.venv/bin/python" -c 'import secrets; print(secrets.token_hex(32))' > "${ROOT}/var/secret_key"

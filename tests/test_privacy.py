@@ -182,6 +182,12 @@ def test_settings_patch_validates_each_field(admin: Account) -> None:
     assert "full, truncate, none" in fields["ip_policy"][0]
 
 
+def test_fractional_days_are_refused_not_rounded(admin: Account) -> None:
+    response = patch(admin, raw_retention_days=1.5)
+    assert response.status_code == 422
+    assert "raw_retention_days" in response.get_json()["fields"]
+
+
 def test_retention_days_can_be_switched_off_with_null(admin: Account) -> None:
     body = patch(admin, raw_retention_days=None, event_retention_days=365).get_json()
     assert body["raw_retention_days"] is None and body["event_retention_days"] == 365

@@ -100,3 +100,13 @@ def test_bursts_across_hundreds_of_messages_in_one_batch(
         assert not any(e["counted"] for e in events)
         body = rep.get(f"/api/v1/messages/{message['id']}").get_json()
         assert (body["opens"], body["clicks"]) == (0, 0)
+
+
+def test_user_create_joins_an_organisation_whatever_its_case(quick_app: Flask) -> None:
+    runner = quick_app.test_cli_runner()
+    first = runner.invoke(args=["user", "create", "a@x.test", "--org", "Your team"])
+    second = runner.invoke(args=["user", "create", "b@x.test", "--org", "your team"])
+    empty = runner.invoke(args=["user", "create", "c@x.test", "--org", "  "])
+    assert "Created organisation" in first.output
+    assert second.exit_code == 0 and "Created organisation" not in second.output
+    assert empty.exit_code != 0 and "organisation a name" in empty.output

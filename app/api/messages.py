@@ -32,6 +32,8 @@ def json_body() -> dict[str, Any]:
         unstorable = _has_unstorable_text(body)
     except RecursionError:
         abort(400, "The JSON body is nested too deeply.")
+    if body is None and request.get_data(cache=True) and request.is_json:
+        abort(400, "The request body is not valid JSON.")
     if not isinstance(body, dict):
         abort(
             400,

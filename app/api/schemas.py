@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import (
+    EXCLUDE,
     Schema,
     ValidationError,
     fields,
@@ -147,6 +148,10 @@ class MessagePageSchema(Schema):
 
 
 class PageArgsSchema(Schema):
+    class Meta:
+        # Query strings carry cache-busters and trackers' own parameters: ignore them.
+        unknown = EXCLUDE
+
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     per_page = fields.Integer(load_default=25, validate=validate.Range(min=1, max=100))
 

@@ -24,8 +24,17 @@ SETTINGS = (
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
+class _WholeDays(fields.Integer):
+    """A number of days: 1.5 is a mistake to point out, not to round down."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        return int(super()._validated(value))
+
+
 def _days(longest: int) -> fields.Integer:
-    return fields.Integer(
+    return _WholeDays(
         allow_none=True,
         validate=validate.Range(
             min=1,
