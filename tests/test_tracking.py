@@ -263,6 +263,57 @@ def test_a_batch_stored_by_another_job_at_the_same_time_is_stored_once(
     assert sorted(hit_ids) == sorted(raw["id"] for raw in raws)
 
 
+def test_two_jobs_regrading_the_same_click_take_it_off_the_counts_once(
+    app: Any, account: Account, database: Any
+) -> None:
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from workers.ingest import ingest_hits
+
+    links = "".join(f'<a href="https://shop.test/{n}">{n}</a>' for n in range(3))
+    created = account.send(html=f"<html><body>{links}</body></html>")
+    tokens = [path_of(x["tracked_url"]).removeprefix("/c/") for x in created["links"]]
+    at = time.time() - 30
+
+    def click(hit_id: str, token: str, offset: float) -> dict[str, Any]:
+        return {"id": hit_id, "kind": "click", "token": token, "at": at + offset} | {
+            "ip": LINKOPING,
+            "ua": CHROME,
+            "method": "GET",
+            "headers": {},
+        }
+
+    ingest_hits([click("a" * 32, tokens[0], 0.0)])  # alone, it looks like a person
+    other = database.engine.connect()
+    other.execute(text("SELECT id FROM events FOR UPDATE"))  # hold every event
+    jobs = [
+        threading.Thread(target=ingest_hits, args=([click(h * 32, t, 0.5)],))
+        for h, t in (("b", tokens[1]), ("c", tokens[2]))
+    ]
+    for job in jobs:
+        job.start()
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()"
+    )
+    with database.engine.connect() as probe:
+        deadline = time.monotonic() + 10
+        while not probe.execute(waiting).scalar() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    time.sleep(0.5)  # both jobs reach the held rows
+    other.commit()
+    other.close()
+    for job in jobs:
+        job.join(timeout=10)
+
+    message = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert (message["opens"], message["clicks"]) == (0, 0)
+    assert not any(e["counted"] for e in events(account, created["id"]))
+
+
 def test_a_forward_is_told_from_the_first_human_open_however_long_ago(
     app: Any, account: Account
 ) -> None:

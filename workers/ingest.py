@@ -501,12 +501,16 @@ def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
                 for message_id, lo, hi in windows[start : start + 200]
             )
         )
+        # Locked, so that two jobs never both take the same event off the counts.
         regraded += session.scalars(
-            select(Event).where(
+            select(Event)
+            .where(
                 Event.counted.is_(True),
                 or_(Event.type == "click", Event.implied.is_(True)),
                 within,
             )
+            .order_by(Event.id)
+            .with_for_update()
         ).all()
     new = {event.id: event for event in inserted}
     for event in regraded:
@@ -594,7 +598,9 @@ def _refresh_counts(
             change["counted"].append(event)
     for old in uncounted:
         changes[old.message_id]["opens" if old.type == "open" else "clicks"] -= 1
-    _add_all_to_counts(session, list(changes.values()))
+    changed = [c for c in changes.values() if c["opens"] or c["clicks"] or c["counted"]]
+    if changed:
+        _add_all_to_counts(session, changed)
     # An uncounted event may have been a message's first or last open, or its latest.
     for message_id in {old.message_id for old in uncounted}:
         _refresh_edges(session, message_id)
