@@ -394,3 +394,29 @@ def test_unknown_link_tokens_are_remembered_without_another_lookup(
     assert guess in links._cache and links._cache[guess] is None
     real = path_of(created["links"][0]["tracked_url"]).removeprefix("/c/")
     assert links.destination(real) == "https://shop.test/"
+
+
+def test_a_hit_too_long_for_its_columns_is_cut_to_fit_and_holds_up_nothing(
+    app: Any, account: Account
+) -> None:
+    from workers.ingest import ingest_hits
+
+    created = account.send(html="<p>Hi</p>")
+    token = path_of(created["pixel_url"]).removeprefix("/o/").removesuffix(".gif")
+    android = (
+        "Mozilla/5.0 (Linux; Android " + "1" * 150 + "; Pixel 7) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36"
+    )
+
+    def raw(n: int, **extra: Any) -> dict[str, Any]:
+        hit = {"id": f"{n:032d}", "kind": "open", "token": token, "at": 1.0e9 + n}
+        basics = {"ip": LINKOPING, "ua": CHROME, "method": "GET", "headers": {}}
+        return hit | basics | extra
+
+    # NUL cannot be stored in PostgreSQL text: that hit alone is dropped.
+    refused = raw(4, ua=CHROME + "\x00")
+    batch = [raw(1, method="VERYLONGMETHOD"), raw(2, ua=android), refused, raw(5)]
+    assert ingest_hits(batch) == 3
+    stored = events(account, created["id"])
+    assert [e["classification"] for e in stored] == ["bot", "human", "human"]
+    assert len(stored[1]["device"]["os"]) <= 100

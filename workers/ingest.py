@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import (
     Select,
+    String,
     and_,
     bindparam,
     exists,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Event, Link, Message, Notification, Organization, as_utc
@@ -100,9 +102,29 @@ def ingest_lines(block: bytes) -> int:
 
 
 def ingest_hits(hits: list[dict[str, Any]]) -> int:
-    """Store a batch of raw hits as events; return how many were new."""
+    """Store a batch of raw hits as events; return how many were new.
+
+    A hit the database refuses must not hold up the others: the batch is split in
+    halves until the hit is alone, and that one is logged and dropped.
+    """
     if not hits:
         return 0
+    try:
+        return _ingest(hits)
+    except (DataError, psycopg.DataError) as exc:
+        if len(hits) == 1:
+            reason = (str(getattr(exc, "orig", exc)).splitlines() or [""])[0][:200]
+            logger.error(
+                "dropped a hit the database refused id=%s: %s",
+                hits[0].get("id"),
+                reason,
+            )
+            return 0
+        middle = len(hits) // 2
+        return ingest_hits(hits[:middle]) + ingest_hits(hits[middle:])
+
+
+def _ingest(hits: list[dict[str, Any]]) -> int:
     ctx = current()
     with ctx.db.begin() as session:
         targets = _targets(session, hits)
@@ -325,30 +347,49 @@ def _row(
     is_proxy = verdict.classification == "proxy"
     location = None if is_proxy else ctx.enricher.location(facts.ip)
     device = facts.device
-    return {
-        "hit_id": hit["id"] + ("i" if implied else ""),
-        "message_id": message.id,
-        "link_id": facts.link_id if kind == "click" else None,
-        "type": kind,
-        "occurred_at": facts.at,
-        "received_at": datetime.now(UTC),
-        "classification": verdict.classification,
-        "counted": verdict.counted,
-        "reasons": [*verdict.reasons, *(["implied-by-click"] if implied else [])],
-        "implied": implied,
-        "possible_forward": verdict.possible_forward,
-        "recipient": recipients[0] if len(recipients) == 1 else None,
-        "method": facts.method,
-        "ip": _kept_ip(org.ip_policy, facts.ip),
-        "ip_prefix": network_prefix(facts.ip) if org.ip_policy != "none" else None,
-        "user_agent": (hit.get("ua") or None),
-        "asn": facts.network.asn if facts.network else None,
-        "network": facts.network.org if facts.network else None,
-        "device_client": device.client,
-        "device_os": None if is_proxy else device.os,
-        "device_type": "unknown" if is_proxy else device.type,
-        **_kept_location(org.location_precision, location),
-    }
+    return _clipped(
+        {
+            "hit_id": hit["id"] + ("i" if implied else ""),
+            "message_id": message.id,
+            "link_id": facts.link_id if kind == "click" else None,
+            "type": kind,
+            "occurred_at": facts.at,
+            "received_at": datetime.now(UTC),
+            "classification": verdict.classification,
+            "counted": verdict.counted,
+            "reasons": [*verdict.reasons, *(["implied-by-click"] if implied else [])],
+            "implied": implied,
+            "possible_forward": verdict.possible_forward,
+            "recipient": recipients[0] if len(recipients) == 1 else None,
+            "method": facts.method,
+            "ip": _kept_ip(org.ip_policy, facts.ip),
+            "ip_prefix": network_prefix(facts.ip) if org.ip_policy != "none" else None,
+            "user_agent": (hit.get("ua") or None),
+            "asn": facts.network.asn if facts.network else None,
+            "network": facts.network.org if facts.network else None,
+            "device_client": device.client,
+            "device_os": None if is_proxy else device.os,
+            "device_type": "unknown" if is_proxy else device.type,
+            **_kept_location(org.location_precision, location),
+        }
+    )
+
+
+# The longest value each text column of events holds: anything a hit brings (a method,
+# a user agent's version) is cut to fit rather than failing the whole batch.
+_LIMITS = {
+    column.name: column.type.length
+    for column in Event.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
+
+
+def _clipped(row: dict[str, Any]) -> dict[str, Any]:
+    for name, limit in _LIMITS.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            row[name] = value[:limit]
+    return row
 
 
 def _kept_ip(policy: str, ip: str | None) -> str | None:
