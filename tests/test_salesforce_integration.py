@@ -687,3 +687,31 @@ def test_settings_page_shows_org_user_and_usage(
     assert connected.org_id in page
     assert "Ada Admin (admin@emulated-org.example.com)" in page
     assert "api_requests_today" in page
+
+
+@pytest.mark.parametrize(
+    ("domain", "accepted"),
+    [
+        ("acme.my.salesforce.com", True),
+        ("https://acme--uat.sandbox.my.salesforce.com/", True),
+        ("evil.test\\.my.salesforce.com", False),
+        ("evil.test/.my.salesforce.com", False),
+        ("a@evil.test.my.salesforce.com", False),
+        ("https://[::1", False),
+        ("my.salesforce.com", False),
+    ],
+)
+def test_a_my_domain_must_be_a_salesforce_host(
+    client: FlaskClient, admin: User, domain: str, accepted: bool
+) -> None:
+    with client.session_transaction() as session:
+        session["user_id"] = admin.id
+        session["csrf"] = "csrf-test"
+    form = {"csrf_token": "csrf-test", "environment": "custom", "my_domain": domain}
+    started = client.post("/settings/crm/salesforce/connect", data=form)
+    if accepted:
+        assert started.status_code == 302
+        host = urlsplit(started.headers["Location"]).hostname or ""
+        assert host.endswith(".my.salesforce.com") and host in domain
+    else:
+        assert started.status_code == 400

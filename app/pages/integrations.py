@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
@@ -62,10 +62,17 @@ def _login_url(name: str) -> str | None:
     return str(current_app.config["SALESFORCE_LOGIN_URL"])
 
 
+# A My Domain host: DNS labels only, ending in Salesforce's own domains. Checked as a
+# whole, so that nothing a browser reads differently from Python (a backslash, an
+# "@", a bracket) can slip another host in front.
+_MY_DOMAIN = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:sandbox\.)?my\.salesforce\.com"
+)
+
+
 def _my_domain_url(domain: str) -> str:
-    host = urlsplit(domain if "//" in domain else f"https://{domain}").hostname or ""
-    allowed = (".my.salesforce.com", ".sandbox.my.salesforce.com")
-    if not host.endswith(allowed):
+    host = domain.removeprefix("https://").removesuffix("/")
+    if not _MY_DOMAIN.fullmatch(host):
         abort(
             400,
             "Give your My Domain, like acme.my.salesforce.com "
