@@ -141,6 +141,7 @@ def csrf_token() -> str:
 
 def check_csrf() -> None:
     """Refuse a form post that does not carry the session's token."""
-    sent = request.form.get("csrf_token", "")
-    if not hmac.compare_digest(sent, session.get("csrf", "")) or not sent:
+    sent = request.form.get("csrf_token", "").encode()
+    expected = str(session.get("csrf", "")).encode()
+    if not sent or not hmac.compare_digest(sent, expected):
         abort(400, "This form has expired. Go back, reload the page and try again.")

@@ -228,3 +228,29 @@ def test_list_ignores_query_parameters_it_does_not_know(account: Account) -> Non
     response = account.get("/api/v1/messages?_=1700000000&utm_source=x")
     assert response.status_code == 200
     assert len(response.get_json()["messages"]) == 1
+
+
+def test_an_address_over_320_characters_is_refused(account: Account) -> None:
+    body = {"subject": "s", "to": ["a" * 64 + "@" + "b" * 300 + ".test"], "text": "t"}
+    response = account.post("/api/v1/messages", json=body)
+    assert response.status_code == 422
+    assert "320" in str(response.get_json()["fields"])
+
+
+def test_a_forwarded_for_that_is_no_address_is_not_kept(
+    app: Any, account: Account, database: Any
+) -> None:
+    from sqlalchemy import text
+
+    app.config["TRUSTED_PROXIES"] = 1
+    forged = {"X-Forwarded-For": "x" * 80}
+    response = account.client.post(
+        "/api/v1/messages",
+        json={"subject": "s", "to": ["a@x.test"], "text": "t"},
+        headers=account.headers | forged,
+    )
+    assert response.status_code == 201
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT sender_ip FROM messages")).scalars().all() == [
+            None
+        ]

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import Account
@@ -59,6 +60,42 @@ def test_sign_in_never_redirects_off_site(
     )
     assert response.status_code == 302
     assert "evil.test" not in response.headers["Location"]
+
+
+def test_a_csrf_token_that_is_not_ascii_is_refused_not_a_500(
+    client: FlaskClient, account: Account
+) -> None:
+    client.get("/login")
+    form = {"email": account.email, "password": "x", "csrf_token": "\u00fc"}
+    response = client.post("/login", data=form)
+    assert response.status_code == 400
+    assert "expired" in response.get_data(as_text=True)
+
+
+def test_a_next_with_a_newline_lands_on_the_inbox(
+    client: FlaskClient, account: Account
+) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    form = {"email": account.email, "password": "correct horse"}
+    response = client.post(
+        "/login?next=/%0A%5Cevil.test", data=form | {"csrf_token": token.group(1)}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("rule_id", ["abc", "1.0", "99999999999999999999"])
+def test_a_rule_form_with_a_bad_rule_id_is_404(
+    client: FlaskClient, account: Account, rule_id: str
+) -> None:
+    sign_in(client, account.email)
+    client.get("/rules")  # the form's page hands out the CSRF token
+    response = client.post(
+        "/rules", data={"csrf_token": _csrf(client), "rule_id": rule_id}
+    )
+    assert response.status_code == 404
 
 
 def test_inbox_escapes_subjects_and_shows_the_latest_event(

@@ -44,7 +44,10 @@ class Address(fields.Email):
     """An email address, kept as sent but compared in lower case."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        return str(super()._deserialize(value, attr, data, **kwargs)).strip()
+        address = str(super()._deserialize(value, attr, data, **kwargs)).strip()
+        if len(address) > 320:
+            raise ValidationError("An email address is at most 320 characters.")
+        return address
 
 
 def _addresses(required: bool = False) -> fields.List:

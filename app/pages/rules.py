@@ -140,7 +140,10 @@ def save_rule() -> ResponseReturnValue:
     """Create a rule, update one (``rule_id`` in the form), or preview the form."""
     check_csrf()
     form = request.form.to_dict()
-    editing = _rule_or_404(int(form["rule_id"])) if form.get("rule_id") else None
+    raw_id = form.get("rule_id", "")
+    if raw_id and not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 9):
+        abort(404)
+    editing = _rule_or_404(int(raw_id)) if raw_id else None
     try:
         data = RuleSchema().load(form_to_rule(request.form))
     except ValidationError as exc:

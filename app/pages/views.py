@@ -44,7 +44,12 @@ def _latest_notification_id() -> int:
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths, so the sign-in page cannot redirect elsewhere."""
-    if not target or urlsplit(target).netloc or not target.startswith("/"):
+    if (
+        not target
+        or not target.startswith("/")
+        or not target.isprintable()  # no newline may reach a Location header
+        or urlsplit(target).netloc
+    ):
         return url_for("pages.inbox")
     return "/" + target.lstrip("/\\")
 

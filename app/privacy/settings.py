@@ -91,6 +91,11 @@ class DoNotTrackEntrySchema(Schema):
     @post_load
     def _classify(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
         value = list_key(data["value"]).removeprefix("@")
+        if len(value) > 320:
+            # An international domain can grow past the limit in its ASCII form.
+            raise ValidationError(
+                "An address or domain is at most 320 characters.", "value"
+            )
         if "@" in value:
             try:
                 validate.Email()(value)
