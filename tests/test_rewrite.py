@@ -267,6 +267,30 @@ def test_references_in_an_href_are_read_as_a_browser_reads_them(
     assert result.links[0].url == followed
 
 
+@pytest.mark.parametrize(
+    ("written", "followed"),
+    [
+        ("\\\\evil.test/p", "https://evil.test/p"),  # a backslash reads as a slash
+        ("/\\evil.test", "https://evil.test"),
+        ("///g.test", "https://g.test"),  # any run of slashes before a host
+        ("y?q=a\\b#f\\g", "https://b.test/x/y?q=a\\b#f\\g"),  # not in the query
+        ("../z", "https://b.test/z"),
+    ],
+)
+def test_relative_links_resolve_as_a_browser_resolves_them(
+    written: str, followed: str
+) -> None:
+    html = f'<base href="https://b.test/x/"><a href="{written}">x</a>'
+
+    assert [link.url for link in track(html, pixel_url=None).links] == [followed]
+
+
+def test_a_relative_link_with_no_host_is_left_alone() -> None:
+    html = '<base href="https://b.test/x/"><a href="//">x</a>'
+
+    assert track(html, pixel_url=None).links == []
+
+
 def test_query_and_fragment_are_kept_byte_for_byte() -> None:
     url = "https://example.com/p%20q?z=1&a=%2F&a=2&empty=&flag#sec/2?x"
 

@@ -373,7 +373,16 @@ def _split(url: str) -> SplitResult | None:
 
 
 def _join(base: str, url: str) -> str:
-    """Resolve a relative URL against the base, as a browser would."""
+    """Resolve a relative URL against an http(s) base, as a browser would."""
+    # For http(s) the URL standard reads a backslash as a slash, and any run of
+    # slashes before a host as two; urljoin does neither ("\\evil.test/p" would
+    # stay on the base's host, where the browser leaves for evil.test).
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    url = url[:cut].replace("\\", "/") + url[cut:]  # the query and fragment stay
+    if url.startswith("//"):
+        url = "//" + url.lstrip("/")
+        if url == "//":
+            return ""  # no host: nothing a browser could follow
     try:
         return urljoin(base, url)
     except ValueError:
