@@ -288,3 +288,20 @@ def test_a_shipped_file_is_replaced_and_deleted_within_seconds(
     logs = list(tmp_path.glob("*.log"))
     assert logs == [] or all("81.2.69.142" not in p.read_text() for p in logs)
     spool.stop()
+
+
+def test_a_forked_process_numbers_its_hits_apart_from_its_parent() -> None:
+    from app.tracking.hotpath import hit_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then straight out
+        os.write(write, hit_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    parent = hit_id()
+    assert child and parent and child[:16] != parent[:16]
+    assert len({hit_id() for _ in range(1000)}) == 1000

@@ -712,48 +712,52 @@ def recount_message(session: Session, message_id: int) -> None:
 
 
 def _recount(session: Session, message_id: int) -> None:
-    counted = select(Event).where(
-        Event.message_id == message_id, Event.counted.is_(True)
-    )
-    opens = counted.where(Event.type == "open").subquery()
-    clicks = counted.where(Event.type == "click").subquery()
-    latest = (
-        counted.order_by(Event.occurred_at.desc(), Event.id.desc()).limit(1).subquery()
-    )
+    """Recompute a message's counts and edges from all of its counted events."""
+
+    def count(kind: str) -> Any:
+        return (
+            select(func.count())
+            .select_from(Event)
+            .where(*_counted(message_id), Event.type == kind)
+            .scalar_subquery()
+        )
+
     session.execute(
         update(Message)
         .where(Message.id == message_id)
         .values(
-            open_count=select(func.count()).select_from(opens).scalar_subquery(),
-            click_count=select(func.count()).select_from(clicks).scalar_subquery(),
-            first_open_at=select(func.min(opens.c.occurred_at)).scalar_subquery(),
-            last_open_at=select(func.max(opens.c.occurred_at)).scalar_subquery(),
-            last_event_id=select(latest.c.id).scalar_subquery(),
+            open_count=count("open"), click_count=count("click"), **_edges(message_id)
         )
     )
 
 
 def _refresh_edges(session: Session, message_id: int) -> None:
     """Recompute a message's first and last counted open and its latest event."""
-    counted = (Event.message_id == message_id, Event.counted.is_(True))
-    opens = select(Event.occurred_at).where(*counted, Event.type == "open")
+    session.execute(
+        update(Message).where(Message.id == message_id).values(**_edges(message_id))
+    )
+
+
+def _counted(message_id: int) -> tuple[Any, ...]:
+    return (Event.message_id == message_id, Event.counted.is_(True))
+
+
+def _edges(message_id: int) -> dict[str, Any]:
+    """First and last counted open and the latest counted event, as subqueries."""
+    opens = select(Event.occurred_at).where(*_counted(message_id), Event.type == "open")
     latest = (
         select(Event.id)
-        .where(*counted)
+        .where(*_counted(message_id))
         .order_by(Event.occurred_at.desc(), Event.id.desc())
         .limit(1)
     )
-    session.execute(
-        update(Message)
-        .where(Message.id == message_id)
-        .values(
-            first_open_at=opens.order_by(Event.occurred_at).limit(1).scalar_subquery(),
-            last_open_at=opens.order_by(Event.occurred_at.desc())
-            .limit(1)
-            .scalar_subquery(),
-            last_event_id=latest.scalar_subquery(),
-        )
-    )
+    return {
+        "first_open_at": opens.order_by(Event.occurred_at).limit(1).scalar_subquery(),
+        "last_open_at": opens.order_by(Event.occurred_at.desc())
+        .limit(1)
+        .scalar_subquery(),
+        "last_event_id": latest.scalar_subquery(),
+    }
 
 
 def _notification(message: Message, event: NewEvent) -> dict[str, Any]:

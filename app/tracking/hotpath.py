@@ -97,27 +97,24 @@ class LinkCache:
         return url
 
 
-class HitIds:
-    """Unique hit ids without a system call: a random prefix per process, then a count.
+# Hit ids only have to be unique (the worker stores each once), not unguessable: a
+# random prefix per process, then a count. No system call per hit, which would also
+# hand the GIL to another thread in the middle of a request.
+_id_prefix = os.urandom(8).hex()
+_id_count = itertools.count()
 
-    Ids only have to be unique (the worker stores each once), not unguessable. Not
-    calling into the kernel per hit also keeps the other threads from taking over.
-    """
 
-    def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
-        self._count = itertools.count()
-        self._lock = threading.Lock()
+def _new_process() -> None:
+    global _id_prefix, _id_count
+    _id_prefix, _id_count = os.urandom(8).hex(), itertools.count()
 
-    def __call__(self) -> str:
-        if self._pid != os.getpid():  # a new process, or a forked one
-            with self._lock:
-                if self._pid != os.getpid():
-                    self._prefix = os.urandom(8).hex()
-                    self._count = itertools.count()
-                    self._pid = os.getpid()
-        return f"{self._prefix}{next(self._count):x}"
+
+os.register_at_fork(after_in_child=_new_process)
+
+
+def hit_id() -> str:
+    """A new hit id, unique across processes and restarts."""
+    return f"{_id_prefix}{next(_id_count):x}"
 
 
 def client_ip(environ: dict[str, Any], trusted_proxies: int) -> str | None:
@@ -149,7 +146,6 @@ class TrackingFront:
         self.spool = spool
         self.links = links
         self.trusted_proxies = trusted_proxies
-        self.hit_id = HitIds()
 
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse
@@ -215,7 +211,7 @@ class TrackingFront:
             if key in environ
         }
         return {
-            "id": self.hit_id(),
+            "id": hit_id(),
             "kind": kind,
             "token": token,
             "at": time.time(),
