@@ -347,6 +347,13 @@ def test_open_from_senders_ipv6_address_written_differently_is_self(hit) -> None
     assert result.reasons == ("ip:sender",)
 
 
+def test_open_from_senders_address_seen_ipv4_mapped_is_self(hit) -> None:
+    # A dual-stack proxy may pass an IPv4 client on as ::ffff:a.b.c.d.
+    own = hit(ip=f"::ffff:{SENDER_IP}", after=timedelta(days=1))
+
+    assert grade(own, message(), []).reasons == ("ip:sender",)
+
+
 def test_open_from_senders_office_network_just_after_sending_is_self(hit) -> None:
     result = grade(hit(ip="89.160.20.120", after=timedelta(minutes=3)), message(), [])
 

@@ -183,10 +183,15 @@ def _packaged_city() -> str | None:
     return str(geolite2.filename)
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_address(
     ip: str | None,
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address as given by a client, IPv4-mapped IPv6 unwrapped; None if invalid."""
+    """An address as given by a client, IPv4-mapped IPv6 unwrapped; None if invalid.
+
+    Cached: a batch meets the same few addresses again and again, and parsing one
+    costs more than grading the hit.
+    """
     try:
         address = ipaddress.ip_address((ip or "").strip())
     except ValueError:

@@ -315,8 +315,6 @@ def _is_forward(context: _Context) -> bool:
 
 
 def _same_address(left: str, right: str) -> bool:
-    """Whether two address strings name the same address."""
-    try:
-        return ipaddress.ip_address(left.strip()) == ipaddress.ip_address(right.strip())
-    except ValueError:
-        return False
+    """Whether two address strings name the same address (IPv4-mapped or not)."""
+    address = parse_address(left)
+    return address is not None and address == parse_address(right)

@@ -6,6 +6,7 @@ than the work). The job is safe to run twice: each hit id is stored once.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    any_,
     bindparam,
     exists,
     func,
@@ -29,7 +31,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, aliased
 
@@ -59,6 +61,10 @@ class _Target:
     message: Message
     org: Organization
     link: Link | None
+
+    @functools.cached_property
+    def recipients(self) -> list[str]:
+        return self.message.recipients
 
 
 @dataclass(slots=True)
@@ -295,7 +301,7 @@ def _rows_for_hit(
     message_facts = MessageFacts(
         sent_at=as_utc(message.sent_at) or facts.at,
         sender_ip=message.sender_ip,
-        recipient_count=len(message.recipients),
+        recipient_count=len(target.recipients),
     )
     verdict = grade(facts, message_facts, past)
     rows = []
@@ -343,7 +349,7 @@ def _row(
 ) -> dict[str, Any]:
     org = target.org
     message = target.message
-    recipients = message.recipients
+    recipients = target.recipients
     is_proxy = verdict.classification == "proxy"
     location = None if is_proxy else ctx.enricher.location(facts.ip)
     device = facts.device
@@ -377,17 +383,17 @@ def _row(
 
 # The longest value each text column of events holds: anything a hit brings (a method,
 # a user agent's version) is cut to fit rather than failing the whole batch.
-_LIMITS = {
-    column.name: column.type.length
+_LIMITS = tuple(
+    (column.name, column.type.length)
     for column in Event.__table__.columns
     if isinstance(column.type, String) and column.type.length
-}
+)
 
 
 def _clipped(row: dict[str, Any]) -> dict[str, Any]:
-    for name, limit in _LIMITS.items():
-        value = row.get(name)
-        if isinstance(value, str) and len(value) > limit:
+    for name, limit in _LIMITS:
+        value = row[name]
+        if value.__class__ is str and len(value) > limit:
             row[name] = value[:limit]
     return row
 
@@ -398,6 +404,12 @@ def _kept_ip(policy: str, ip: str | None) -> str | None:
         return None
     if policy == "full":
         return ip
+    return _network_address(ip)
+
+
+@functools.lru_cache(maxsize=65536)
+def _network_address(ip: str) -> str | None:
+    """The first address of the hit's network: what the "truncate" policy keeps."""
     prefix = network_prefix(ip)
     return str(ipaddress.ip_network(prefix).network_address) if prefix else None
 
@@ -456,7 +468,7 @@ def _copy_insert(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int
     # A multi-row INSERT of a whole batch costs more to build and parse than to run;
     # COPY costs a few microseconds a row. The column names are the model's own.
     wanted = [row["hit_id"] for row in rows]
-    stored = set(session.scalars(select(Event.hit_id).where(Event.hit_id.in_(wanted))))
+    stored = set(session.scalars(_STORED_HIT_IDS, {"ids": wanted}))
     fresh = [row for row in rows if row["hit_id"] not in stored]
     if not fresh:
         return []
@@ -473,6 +485,11 @@ def _copy_insert(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int
     return [(i, row["hit_id"]) for i, row in zip(ids, fresh, strict=True)]
 
 
+# One array parameter: a thousand bound values cost more to send and parse than the
+# index lookup they ask for.
+_STORED_HIT_IDS = select(Event.hit_id).where(
+    Event.hit_id == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
+)
 _NEXT_EVENT_IDS = text(
     "SELECT nextval(pg_get_serial_sequence('events', 'id')) "
     "FROM generate_series(1, :count)"
