@@ -174,6 +174,14 @@ class Event(Base):
             postgresql_where=text("type = 'open'"),
             sqlite_where=text("type = 'open'"),
         ),
+        # Burst grading asks of each message its clicks of the last few seconds.
+        Index(
+            "ix_events_message_clicks",
+            "message_id",
+            "occurred_at",
+            postgresql_where=text("type = 'click'"),
+            sqlite_where=text("type = 'click'"),
+        ),
         Index(
             "ix_events_unpurged_time",
             "occurred_at",

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.models import Event
-from app.tracking.spool import Spool, decode
+from app.tracking.spool import Spool, decode, encode
 from tests.conftest import ROOT, Account, path_of, wait_for
 from workers.queue import QUEUES
 
@@ -305,3 +305,18 @@ def test_a_forked_process_numbers_its_hits_apart_from_its_parent() -> None:
     parent = hit_id()
     assert child and parent and child[:16] != parent[:16]
     assert len({hit_id() for _ in range(1000)}) == 1000
+
+
+def test_lines_keep_every_value_and_torn_lines_are_skipped() -> None:
+    hit = {
+        "id": "a1",
+        "at": 1733300000.123456,
+        "ua": "Mozilla/5.0 (Linux; Android 14; SM-S918B) Öffnen “quoted”",
+        "headers": {"accept-language": "sv-SE,sv;q=0.9"},
+    }
+    # A value that is not UTF-8 (a lone surrogate) costs that character, not the hit.
+    odd = {"id": "a2", "at": 1.5, "ua": "broken \udc80 agent"}
+
+    block = encode(hit) + encode(odd) + b'{"id": "torn", "at'
+
+    assert decode(block) == [hit, {**odd, "ua": "broken ? agent"}]

@@ -23,7 +23,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    exists,
     func,
     insert,
     or_,
@@ -207,9 +206,14 @@ def _history(
 def _firsts() -> Select[Any]:
     """Per message: whether it was ever opened, and its first human open."""
     first_human = aliased(Event)
+    # A LIMIT 1 subquery, not EXISTS: without fresh statistics PostgreSQL may answer
+    # an EXISTS by hashing every open of the table, once per batch.
     opened = (
-        exists()
+        select(Event.id)
         .where(Event.message_id == Message.id, Event.type == "open")
+        .limit(1)
+        .scalar_subquery()
+        .is_not(None)
         .label("opened")
     )
     first_human_id = (
