@@ -21,7 +21,6 @@ from sqlalchemy import (
     Select,
     String,
     and_,
-    any_,
     bindparam,
     func,
     insert,
@@ -30,7 +29,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, aliased
 
@@ -471,29 +470,22 @@ def _copy_insert(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int
     """
     # A multi-row INSERT of a whole batch costs more to build and parse than to run;
     # COPY costs a few microseconds a row. The column names are the model's own.
-    wanted = [row["hit_id"] for row in rows]
-    stored = set(session.scalars(_STORED_HIT_IDS, {"ids": wanted}))
-    fresh = [row for row in rows if row["hit_id"] not in stored]
-    if not fresh:
-        return []
-    ids = session.scalars(_NEXT_EVENT_IDS, {"count": len(fresh)}).all()
-    columns = ["id", *fresh[0]]
-    values = ([i, *row.values()] for i, row in zip(ids, fresh, strict=True))
+    # Nothing is looked up first: hits stored already are rare, and a query over a
+    # thousand hit ids is one more plan that stale statistics can turn into a scan.
+    ids = session.scalars(_NEXT_EVENT_IDS, {"count": len(rows)}).all()
+    columns = ["id", *rows[0]]
+    values = ([i, *row.values()] for i, row in zip(ids, rows, strict=True))
     try:
         with session.begin_nested():
             _copy(session, "events", columns, values)
     except psycopg.errors.UniqueViolation:
-        # Another job is storing some of these hits right now (a batch shipped twice
-        # by a process that died between shipping and noting it): skip theirs.
+        # Some of these hits are stored already, or are being stored by another job
+        # right now: a batch shipped twice by a process that died between shipping
+        # it and noting that. Only the others are stored.
         return _copy_insert_skipping(session, rows)
-    return [(i, row["hit_id"]) for i, row in zip(ids, fresh, strict=True)]
+    return [(i, row["hit_id"]) for i, row in zip(ids, rows, strict=True)]
 
 
-# One array parameter: a thousand bound values cost more to send and parse than the
-# index lookup they ask for.
-_STORED_HIT_IDS = select(Event.hit_id).where(
-    Event.hit_id == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
-)
 _NEXT_EVENT_IDS = text(
     "SELECT nextval(pg_get_serial_sequence('events', 'id')) "
     "FROM generate_series(1, :count)"
