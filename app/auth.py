@@ -14,6 +14,7 @@ from flask import abort, g, redirect, request, session, url_for
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
+from app import signin
 from app.extensions import db_session
 from app.models import ApiToken, User, utcnow
 
@@ -59,8 +60,7 @@ def user_from_bearer() -> User | None:
 
 
 def user_from_session() -> User | None:
-    user_id = session.get("user_id")
-    return db_session().get(User, user_id) if isinstance(user_id, int) else None
+    return signin.user_of_browser(db_session())
 
 
 def current_user() -> User | None:
@@ -99,9 +99,10 @@ def login_required(view: F) -> F:
 
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if user_from_session() is None:
+        user = user_from_session()
+        if user is None:
             return redirect(url_for("pages.login", next=request.full_path))
-        g.user = user_from_session()
+        g.user = user
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]

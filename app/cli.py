@@ -9,8 +9,10 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
+from app import signin
 from app.auth import issue_token
 from app.extensions import db_session
 from app.models import Organization, User
@@ -87,13 +89,47 @@ def create_user(
 def new_token(email: str) -> None:
     """Issue another API token for a user; printed on the last line."""
     session = db_session()
-    user = session.scalars(select(User).where(User.email == email.lower())).first()
-    if user is None:
-        raise click.ClickException(f"There is no user with the email {email}.")
+    user = _user(session, email)
     token, plain = issue_token(user, label="issued with the CLI")
     session.add(token)
     session.commit()
     click.echo(plain)
+
+
+def _user(session: Session, email: str) -> User:
+    user = session.scalars(
+        select(User).where(User.email == email.strip().lower())
+    ).first()
+    if user is None:
+        raise click.ClickException(f"There is no user with the email {email}.")
+    return user
+
+
+@user_cli.command("password")
+@click.argument("email")
+@click.password_option(help="The new password (asked for when not given).")
+def set_password(email: str, password: str) -> None:
+    """Set a user's password for the pages; every browser of theirs is signed out."""
+    session = db_session()
+    user = _user(session, email)
+    if not password.strip():
+        raise click.BadParameter("give a password", param_hint="--password")
+    user.password_hash = generate_password_hash(password)
+    ended = signin.end_all(session, user)
+    signin.forget_failures(session, user.email)
+    session.commit()
+    click.echo(f"Set the password of {user.email}; signed out {ended} browser(s)")
+
+
+@user_cli.command("sign-out")
+@click.argument("email")
+def sign_out(email: str) -> None:
+    """Sign every browser of a user out (a lost laptop, a shared screen)."""
+    session = db_session()
+    user = _user(session, email)
+    ended = signin.end_all(session, user)
+    session.commit()
+    click.echo(f"Signed out {ended} browser(s) of {user.email}")
 
 
 @click.group("db", cls=AppGroup)

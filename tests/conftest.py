@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from rq import SimpleWorker
 from sqlalchemy import text
 
-from app import create_app
+from app import create_app, signin
 from app.cli import alembic_config
 from app.db import Database
 from workers.queue import QUEUES
@@ -256,3 +256,12 @@ def worker_process(
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def sign_in_browser(client: FlaskClient, user_id: int) -> None:
+    """Sign the test client in as a user, as the sign-in page does."""
+    db: Database = client.application.extensions["trailmark.db"]
+    with db.begin() as session:
+        key = signin.new_key(session, user_id)
+    with client.session_transaction() as cookie:
+        cookie[signin.COOKIE_KEY] = key

@@ -23,9 +23,14 @@ def test_each_periodic_job_is_queued_once_per_interval_across_workers(
 ) -> None:
     ctx = current()
     first, second = Maintenance(ctx), Maintenance(ctx)
-    assert first.run_once(now=0.0) == ["crm-sweep", "followup-sweep", "retention"]
+    assert first.run_once(now=0.0) == [
+        "crm-sweep",
+        "followup-sweep",
+        "retention",
+        "sign-in-prune",
+    ]
     assert second.run_once(now=0.0) == []  # another worker holds this interval
-    assert _queued(redis_conn) == {"crm": 1, "default": 2}
+    assert _queued(redis_conn) == {"crm": 1, "default": 3}
     assert first.run_once(now=1.0) == []  # not due again yet in this process
 
 

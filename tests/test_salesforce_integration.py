@@ -35,7 +35,7 @@ from integrations.base import Tokens
 from integrations.crypto import TokenCipher
 from integrations.salesforce.provider import PROVIDER
 from integrations.tokens import refresh
-from tests.conftest import Account, path_of, wait_for
+from tests.conftest import Account, path_of, sign_in_browser, wait_for
 from tests.test_pages import sign_in
 from workers.queue import QUEUES
 
@@ -108,8 +108,8 @@ def _pending(conn: redis.Redis, horizon: float) -> bool:
 
 def connect(client: FlaskClient, salesforce: SalesforceEmulator, admin: User) -> str:
     """Run the settings page's OAuth flow against the emulator; the callback path."""
+    sign_in_browser(client, admin.id)
     with client.session_transaction() as session:
-        session["user_id"] = admin.id
         session["csrf"] = "csrf-test"
     started = client.post(
         "/settings/crm/salesforce/connect",
@@ -704,8 +704,8 @@ def test_settings_page_shows_org_user_and_usage(
 def test_a_my_domain_must_be_a_salesforce_host(
     client: FlaskClient, admin: User, domain: str, accepted: bool
 ) -> None:
+    sign_in_browser(client, admin.id)
     with client.session_transaction() as session:
-        session["user_id"] = admin.id
         session["csrf"] = "csrf-test"
     form = {"csrf_token": "csrf-test", "environment": "custom", "my_domain": domain}
     started = client.post("/settings/crm/salesforce/connect", data=form)

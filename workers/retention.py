@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, func, or_, select, update
 
+from app import signin
 from app.db import Database
 from app.models import Event, Message, Organization
 from workers.context import current
@@ -177,3 +178,9 @@ def _recount(db: Database, message_ids: list[int]) -> None:
     with db.begin() as session:
         for message_id in message_ids:
             recount_message(session, message_id)
+
+
+def prune_sign_ins() -> None:
+    """Delete page sessions past their time and wrong passwords past their window."""
+    with current().db.begin() as session:
+        signin.prune(session)

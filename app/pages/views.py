@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import abort, g, redirect, render_template, request, session, url_for
+from flask import (
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
-from app import presenters
+from app import presenters, signin
 from app.auth import (
     admin_required,
     authenticate,
@@ -22,6 +30,7 @@ from app.models import CrmConnection, CrmRecord, Event, Message, Notification
 from app.pages import bp
 from app.pages.chart import open_bars
 from app.privacy.settings import entries as privacy_entries
+from app.tracking.hotpath import client_ip
 from integrations.registry import PROVIDERS, get_provider
 
 
@@ -56,24 +65,37 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    error = None
-    if request.method == "POST":
-        check_csrf()
-        user = authenticate(
-            request.form.get("email", ""), request.form.get("password", "")
+    if request.method != "POST":
+        return render_template("login.html", error=None)
+    check_csrf()
+    db = db_session()
+    email = request.form.get("email", "")
+    ip = client_ip(request.environ, current_app.config["TRUSTED_PROXIES"])
+    wait = signin.wait_before_trying(db, email, ip)
+    if wait is not None:
+        error = (
+            "Too many wrong passwords. Try again in "
+            f"{signin.minutes(wait)} minutes, or ask an administrator to set a new one."
         )
-        if user is not None:
-            session.clear()
-            session["user_id"] = user.id
-            return redirect(_safe_next(request.args.get("next")))
+        return render_template("login.html", error=error), 429
+    user = authenticate(email, request.form.get("password", ""))
+    if user is None:
+        signin.note_failure(db, email, ip)
+        db.commit()
         error = "That email and password do not match an account."
-    return render_template("login.html", error=error), 401 if error else 200
+        return render_template("login.html", error=error), 401
+    signin.forget_failures(db, email)
+    signin.start(db, user)
+    db.commit()
+    return redirect(_safe_next(request.args.get("next")))
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
     check_csrf()
-    session.clear()
+    db = db_session()
+    signin.end(db)
+    db.commit()
     return redirect(url_for("pages.login"))
 
 

@@ -1,0 +1,144 @@
+"""Signed-in browsers, kept on the server, and a brake on password guessing.
+
+The session cookie (signed by Flask) carries only a random key. Each key's SHA-256 is a
+row of ``page_sessions``: signing out deletes the row, so a copied cookie dies with
+it, and ``flask user sign-out EMAIL`` ends every browser of a person at once. A session
+also ends after ``IDLE`` without a page view, or ``LIFETIME`` after it began.
+
+Wrong passwords are counted per account and per client address over ``WINDOW``; past
+the limit, sign-in answers 429 and says when to try again, right password or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from datetime import datetime, timedelta
+
+from flask import session
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.models import PageSession, SignInFailure, User, as_utc, utcnow
+
+IDLE = timedelta(days=7)
+LIFETIME = timedelta(days=30)
+# last_seen_at is written at most this often, so reading pages is not writing them.
+SEEN_EVERY = timedelta(minutes=10)
+
+WINDOW = timedelta(minutes=15)
+PER_ACCOUNT = 10
+# An office signs in from one address; a guesser rotating accounts is slowed too.
+PER_ADDRESS = 100
+
+COOKIE_KEY = "sid"
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def start(db: Session, user: User) -> None:
+    """Sign the browser in as ``user``: a new key, in a fresh cookie."""
+    key = new_key(db, user.id)
+    session.clear()
+    session[COOKIE_KEY] = key
+
+
+def new_key(db: Session, user_id: int) -> str:
+    """A new session for a user; the key is for the cookie and is not kept."""
+    key = secrets.token_urlsafe(32)
+    db.add(PageSession(user_id=user_id, key_hash=_digest(key)))
+    return key
+
+
+def end(db: Session) -> None:
+    """Sign this browser out, on the server as well as in the cookie."""
+    key = session.get(COOKIE_KEY)
+    if isinstance(key, str):
+        db.execute(delete(PageSession).where(PageSession.key_hash == _digest(key)))
+    session.clear()
+
+
+def end_all(db: Session, user: User) -> int:
+    """Sign every browser of ``user`` out; return how many sessions ended."""
+    result = db.execute(delete(PageSession).where(PageSession.user_id == user.id))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def user_of_browser(db: Session) -> User | None:
+    """The user this browser is signed in as, if its session is still alive."""
+    key = session.get(COOKIE_KEY)
+    if not isinstance(key, str):
+        return None
+    found = db.scalars(
+        select(PageSession).where(PageSession.key_hash == _digest(key))
+    ).first()
+    if found is None:
+        return None
+    now = utcnow()
+    created = as_utc(found.created_at) or now
+    seen = as_utc(found.last_seen_at) or now
+    if now - created > LIFETIME or now - seen > IDLE:
+        db.delete(found)
+        db.commit()
+        return None
+    if now - seen > SEEN_EVERY:
+        found.last_seen_at = now
+        db.commit()
+    return found.user
+
+
+def wait_before_trying(db: Session, email: str, ip: str | None) -> timedelta | None:
+    """How long until this account (or address) may try a password again, if at all."""
+    since = utcnow() - WINDOW
+    limits = [(SignInFailure.email == _account(email), PER_ACCOUNT)]
+    if ip:
+        limits.append((SignInFailure.ip == ip, PER_ADDRESS))
+    waits = []
+    for condition, limit in limits:
+        recent = select(SignInFailure.at).where(condition, SignInFailure.at > since)
+        count = db.scalar(select(func.count()).select_from(recent.subquery()))
+        if count is not None and count >= limit:
+            # Free again when the failure that reached the limit leaves the window.
+            cutoff = db.scalar(
+                recent.order_by(SignInFailure.at.desc()).offset(limit - 1).limit(1)
+            )
+            if cutoff is not None:
+                waits.append((as_utc(cutoff) or since) - since)
+    return max(waits) if waits else None
+
+
+def note_failure(db: Session, email: str, ip: str | None) -> None:
+    """Count a wrong password; failures older than the window are forgotten."""
+    now = utcnow()
+    db.execute(delete(SignInFailure).where(SignInFailure.at <= now - WINDOW))
+    db.add(SignInFailure(email=_account(email), ip=(ip or None), at=now))
+
+
+def forget_failures(db: Session, email: str) -> None:
+    """A right password clears the account's count (not the address's)."""
+    db.execute(delete(SignInFailure).where(SignInFailure.email == _account(email)))
+
+
+def minutes(wait: timedelta) -> int:
+    return max(1, math.ceil(wait.total_seconds() / 60))
+
+
+def _account(email: str) -> str:
+    return email.strip().lower()[:320]
+
+
+def prune(db: Session, now: datetime | None = None) -> None:
+    """Delete sessions past their time and old failures (run with maintenance)."""
+    now = now or utcnow()
+    db.execute(
+        delete(PageSession).where(
+            or_(
+                PageSession.created_at < now - LIFETIME,
+                PageSession.last_seen_at < now - IDLE,
+            )
+        )
+    )
+    db.execute(delete(SignInFailure).where(SignInFailure.at <= now - WINDOW))
