@@ -15,7 +15,7 @@ from werkzeug.security import generate_password_hash
 from app import signin
 from app.auth import issue_token
 from app.extensions import db_session
-from app.models import Organization, User
+from app.models import ApiToken, Organization, User, utcnow
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -130,6 +130,23 @@ def sign_out(email: str) -> None:
     ended = signin.end_all(session, user)
     session.commit()
     click.echo(f"Signed out {ended} browser(s) of {user.email}")
+
+
+@user_cli.command("revoke-tokens")
+@click.argument("email")
+def revoke_tokens(email: str) -> None:
+    """Revoke every API token of a user (a leaked token, someone leaving)."""
+    session = db_session()
+    user = _user(session, email)
+    tokens = session.scalars(
+        select(ApiToken).where(
+            ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)
+        )
+    ).all()
+    for token in tokens:
+        token.revoked_at = utcnow()
+    session.commit()
+    click.echo(f"Revoked {len(tokens)} API token(s) of {user.email}")
 
 
 @click.group("db", cls=AppGroup)

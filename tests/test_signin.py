@@ -226,6 +226,25 @@ def test_cli_sets_a_password_signs_out_and_unlocks(
     assert sign_in(client, account.email, "new battery staple").status_code == 302
 
 
+def test_cli_revokes_a_users_api_tokens(
+    app: Flask, account: Account, make_account: Callable[..., Account]
+) -> None:
+    other = make_account("bob@seller.test")
+
+    result = app.test_cli_runner().invoke(args=["user", "revoke-tokens", account.email])
+
+    assert result.exit_code == 0, result.output
+    assert "Revoked 1 API token(s)" in result.output
+    assert account.get("/api/v1/messages").status_code == 401
+    assert other.get("/api/v1/messages").status_code == 200
+    fresh = app.test_cli_runner().invoke(args=["user", "token", account.email])
+    token = fresh.output.strip().splitlines()[-1]
+    again = app.test_client().get(
+        "/api/v1/messages", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert again.status_code == 200
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
