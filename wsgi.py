@@ -11,6 +11,9 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(name)s %(message)s",
 )
 app = create_app()
+# granian loads this module in each of its processes: start shipping now, so that
+# hits a crashed process left in the spool go out without waiting for a new one.
+app.extensions["trailmark.spool"].start()
 # What start-up made lives as long as the process: keep it out of the collector's
 # passes, which would otherwise walk some hundred thousand objects (about 50 ms here)
 # in the middle of answering pixels. Processes forked from here share it untouched.

@@ -122,7 +122,8 @@ def admin_required(view: F) -> F:
 
 
 def authenticate(email: str, password: str) -> User | None:
-    user = db_session().scalars(select(User).where(User.email == email.lower())).first()
+    address = email.strip().lower()
+    user = db_session().scalars(select(User).where(User.email == address)).first()
     if user is None or not user.password_hash:
         # Spend the same time as a real check, so timing does not reveal accounts.
         check_password_hash(_DUMMY_HASH, password)

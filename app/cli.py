@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import Flask, current_app
@@ -34,17 +34,38 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+class Utf8Text(click.ParamType):
+    """Text that can be stored: bytes that are not UTF-8 get an error, not a crash."""
+
+    name = "text"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        text = str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail("is not valid UTF-8 text", param, ctx)
+        return text
+
+
+TEXT = Utf8Text()
+
+
 @click.group("user", cls=AppGroup)
 def user_cli() -> None:
     """Manage users."""
 
 
 @user_cli.command("create")
-@click.argument("email")
-@click.option("--org", "org_name", required=True, help="Organisation (created if new).")
+@click.argument("email", type=TEXT)
+@click.option(
+    "--org", "org_name", type=TEXT, required=True, help="Organisation (created if new)."
+)
 @click.option("--admin", is_flag=True, help="Make the user an administrator.")
-@click.option("--password", help="Password for the web pages (optional).")
-@click.option("--name", help="Display name.")
+@click.option("--password", type=TEXT, help="Password for the web pages (optional).")
+@click.option("--name", type=TEXT, help="Display name.")
 def create_user(
     email: str, org_name: str, admin: bool, password: str | None, name: str | None
 ) -> None:
@@ -85,7 +106,7 @@ def create_user(
 
 
 @user_cli.command("token")
-@click.argument("email")
+@click.argument("email", type=TEXT)
 def new_token(email: str) -> None:
     """Issue another API token for a user; printed on the last line."""
     session = db_session()
@@ -106,8 +127,8 @@ def _user(session: Session, email: str) -> User:
 
 
 @user_cli.command("password")
-@click.argument("email")
-@click.password_option(help="The new password (asked for when not given).")
+@click.argument("email", type=TEXT)
+@click.password_option(type=TEXT, help="The new password (asked for when not given).")
 def set_password(email: str, password: str) -> None:
     """Set a user's password for the pages; every browser of theirs is signed out."""
     session = db_session()
@@ -122,7 +143,7 @@ def set_password(email: str, password: str) -> None:
 
 
 @user_cli.command("sign-out")
-@click.argument("email")
+@click.argument("email", type=TEXT)
 def sign_out(email: str) -> None:
     """Sign every browser of a user out (a lost laptop, a shared screen)."""
     session = db_session()
@@ -133,7 +154,7 @@ def sign_out(email: str) -> None:
 
 
 @user_cli.command("revoke-tokens")
-@click.argument("email")
+@click.argument("email", type=TEXT)
 def revoke_tokens(email: str) -> None:
     """Revoke every API token of a user (a leaked token, someone leaving)."""
     session = db_session()

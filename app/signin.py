@@ -5,8 +5,8 @@ row of ``page_sessions``: signing out deletes the row, so a copied cookie dies w
 it, and ``flask user sign-out EMAIL`` ends every browser of a person at once. A session
 also ends after ``IDLE`` without a page view, or ``LIFETIME`` after it began.
 
-Wrong passwords are counted per account and per client address over ``WINDOW``; past
-the limit, sign-in answers 429 and says when to try again, right password or not.
+Password attempts are counted per account and per client address over ``WINDOW``;
+past the limit, sign-in answers 429 and says when to try again, right password or not.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask import session
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import PageSession, SignInFailure, User, as_utc, utcnow
@@ -90,31 +90,39 @@ def user_of_browser(db: Session) -> User | None:
     return found.user
 
 
-def wait_before_trying(db: Session, email: str, ip: str | None) -> timedelta | None:
-    """How long until this account (or address) may try a password again, if at all."""
-    since = utcnow() - WINDOW
-    limits = [(SignInFailure.email == _account(email), PER_ACCOUNT)]
-    if ip:
-        limits.append((SignInFailure.ip == ip, PER_ADDRESS))
-    waits = []
-    for condition, limit in limits:
-        recent = select(SignInFailure.at).where(condition, SignInFailure.at > since)
-        count = db.scalar(select(func.count()).select_from(recent.subquery()))
-        if count is not None and count >= limit:
-            # Free again when the failure that reached the limit leaves the window.
-            cutoff = db.scalar(
-                recent.order_by(SignInFailure.at.desc()).offset(limit - 1).limit(1)
-            )
-            if cutoff is not None:
-                waits.append((as_utc(cutoff) or since) - since)
-    return max(waits) if waits else None
+def attempt(db: Session, email: str, ip: str | None) -> timedelta | None:
+    """Note a password attempt before it is checked; the wait if it may not be made.
 
-
-def note_failure(db: Session, email: str, ip: str | None) -> None:
-    """Count a wrong password; failures older than the window are forgotten."""
+    The attempt is stored (and committed) as a failure first and only then are the
+    others counted, so parallel guesses cannot all pass the count before any of them
+    is written. A right password then clears it with the rest (``forget_failures``);
+    an attempt refused here is taken back, so waiting out the window is enough.
+    """
     now = utcnow()
     db.execute(delete(SignInFailure).where(SignInFailure.at <= now - WINDOW))
-    db.add(SignInFailure(email=_account(email), ip=(ip or None), at=now))
+    mine = SignInFailure(email=_account(email), ip=ip, at=now)
+    db.add(mine)
+    db.commit()
+    limits = [(SignInFailure.email == mine.email, PER_ACCOUNT)]
+    if ip:
+        limits.append((SignInFailure.ip == ip, PER_ADDRESS))
+    since = now - WINDOW
+    waits = []
+    for condition, limit in limits:
+        others = select(SignInFailure.at).where(
+            condition, SignInFailure.at > since, SignInFailure.id != mine.id
+        )
+        # Reached until the limit-th newest of the others leaves the window.
+        cutoff = db.scalar(
+            others.order_by(SignInFailure.at.desc()).offset(limit - 1).limit(1)
+        )
+        if cutoff is not None:
+            waits.append((as_utc(cutoff) or now) - since)
+    if not waits:
+        return None
+    db.delete(mine)
+    db.commit()
+    return max(waits)
 
 
 def forget_failures(db: Session, email: str) -> None:
@@ -122,8 +130,10 @@ def forget_failures(db: Session, email: str) -> None:
     db.execute(delete(SignInFailure).where(SignInFailure.email == _account(email)))
 
 
-def minutes(wait: timedelta) -> int:
-    return max(1, math.ceil(wait.total_seconds() / 60))
+def minutes(wait: timedelta) -> str:
+    """The wait as a person reads it: "1 minute", "15 minutes"."""
+    count = max(1, math.ceil(wait.total_seconds() / 60))
+    return f"{count} minute{'' if count == 1 else 's'}"
 
 
 def _account(email: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -158,6 +159,76 @@ def test_the_wait_shown_is_until_the_limit_is_no_longer_reached(
     assert "Try again in 4 minutes" in locked.get_data(as_text=True)
 
 
+def test_a_wait_of_about_a_minute_reads_as_one_and_is_sent_as_retry_after(
+    client: FlaskClient, account: Account, database: Database
+) -> None:
+    for _ in range(signin.PER_ACCOUNT):
+        sign_in(client, account.email, "wrong")
+    with database.begin() as session:
+        almost = utcnow() - signin.WINDOW + timedelta(seconds=30)
+        session.execute(update(SignInFailure).values(at=almost))
+
+    locked = sign_in(client, account.email)
+
+    assert "Try again in 1 minute," in locked.get_data(as_text=True)
+    assert 1 <= int(locked.headers["Retry-After"]) <= 30
+
+
+def test_wrong_passwords_sent_at_once_still_stop_at_the_limit(
+    app: Flask, account: Account
+) -> None:
+    browsers = [app.test_client() for _ in range(3 * signin.PER_ACCOUNT)]
+    forms = []
+    for browser in browsers:
+        page = browser.get("/login").get_data(as_text=True)
+        match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert match
+        forms.append((browser, match.group(1)))
+
+    def guess(form: tuple[FlaskClient, str]) -> int:
+        browser, csrf = form
+        data = {"email": account.email, "password": "guess", "csrf_token": csrf}
+        return browser.post("/login", data=data).status_code
+
+    with ThreadPoolExecutor(max_workers=len(forms)) as pool:
+        answers = list(pool.map(guess, forms))
+
+    # Each guess is written down before its password is checked, so no more than the
+    # limit are ever checked, however many arrive together.
+    checked = answers.count(401)
+    assert 1 <= checked <= signin.PER_ACCOUNT
+    assert checked + answers.count(429) == len(answers)
+    # What is left of the limit can still be used, and not one guess more.
+    late = app.test_client()
+    for _ in range(signin.PER_ACCOUNT - checked):
+        assert sign_in(late, account.email, "guess").status_code == 401
+    assert sign_in(late, account.email).status_code == 429
+
+
+def test_spaces_around_the_email_do_not_stop_a_sign_in(
+    client: FlaskClient, account: Account
+) -> None:
+    assert sign_in(client, f"  {account.email.upper()}\t").status_code == 302
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        "a" * 65,
+        "2001:db8::ff00:42:8329%" + "a-very-long-zone-identifier" * 3,
+        "not an address",
+    ],
+)
+def test_an_odd_forwarded_address_at_sign_in_is_no_error(
+    app: Flask, client: FlaskClient, account: Account, forwarded: str
+) -> None:
+    app.config["TRUSTED_PROXIES"] = 1
+    client.environ_base["HTTP_X_FORWARDED_FOR"] = forwarded
+
+    assert sign_in(client, account.email, "wrong").status_code == 401
+    assert sign_in(client, account.email).status_code == 302
+
+
 def test_a_right_password_clears_the_count_of_wrong_ones(
     client: FlaskClient, account: Account
 ) -> None:
@@ -251,6 +322,12 @@ def test_cli_revokes_a_users_api_tokens(
         (["user", "password", "nobody@seller.test", "--password", "x"], "no user"),
         (["user", "sign-out", "nobody@seller.test"], "no user"),
         (["user", "password", "rep@seller.test", "--password", "  "], "password"),
+        # Bytes that are not UTF-8 reach a command as lone surrogates.
+        (["user", "password", "rep@seller.test", "--password", "\udcff"], "UTF-8"),
+        (["user", "sign-out", "a\udcff@seller.test"], "UTF-8"),
+        (["user", "create", "b\udcff@seller.test", "--org", "Seller"], "UTF-8"),
+        (["user", "create", "c@seller.test", "--org", "\udcff"], "UTF-8"),
+        (["privacy", "export", "d\udcff@example.com"], "UTF-8"),
     ],
 )
 def test_cli_refuses_what_it_cannot_do(

@@ -173,6 +173,27 @@ def test_a_killed_processs_spool_is_shipped_by_another(tmp_path: Path) -> None:
     survivor.stop()
 
 
+def test_a_started_process_ships_what_a_dead_one_left_without_a_new_hit(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "spool"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(directory), str(ROOT), "40"],
+        stdout=subprocess.PIPE,
+    )
+    assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    shipped: list[dict[str, Any]] = []
+    restarted = Spool(str(directory), lambda b: shipped.extend(decode(b)))
+
+    restarted.start()
+
+    wait_for(lambda: len(shipped) == 40)
+    assert sorted(h["id"] for h in shipped) == [f"{n:032x}" for n in range(40)]
+    restarted.stop()
+
+
 def test_shipping_resumes_after_the_last_committed_batch(tmp_path: Path) -> None:
     batches: list[list[dict[str, Any]]] = []
     failing = {"on": True}

@@ -22,13 +22,7 @@ from app.auth import api_auth, current_user
 from app.extensions import db_session
 from app.messages import events_of, find_message, register_message
 from app.models import Event, Message, User
-from app.tracking.hotpath import client_ip
-from workers.enrich import parse_address
-
-
-def _address_or_none(value: str | None) -> str | None:
-    """A client address as given, when it is one (a forged header may hold anything)."""
-    return value if parse_address(value) is not None else None
+from app.tracking.hotpath import client_address
 
 
 def json_body() -> dict[str, Any]:
@@ -100,8 +94,8 @@ def create_message() -> ResponseReturnValue:
         signed_in(),
         data,
         public_url=current_app.config["PUBLIC_URL"],
-        sender_ip=_address_or_none(
-            client_ip(request.environ, current_app.config["TRUSTED_PROXIES"])
+        sender_ip=client_address(
+            request.environ, current_app.config["TRUSTED_PROXIES"]
         ),
     )
     session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from flask import (
@@ -30,7 +31,7 @@ from app.models import CrmConnection, CrmRecord, Event, Message, Notification
 from app.pages import bp
 from app.pages.chart import open_bars
 from app.privacy.settings import entries as privacy_entries
-from app.tracking.hotpath import client_ip
+from app.tracking.hotpath import client_address
 from integrations.registry import PROVIDERS, get_provider
 
 
@@ -70,18 +71,18 @@ def login() -> ResponseReturnValue:
     check_csrf()
     db = db_session()
     email = request.form.get("email", "")
-    ip = client_ip(request.environ, current_app.config["TRUSTED_PROXIES"])
-    wait = signin.wait_before_trying(db, email, ip)
+    ip = client_address(request.environ, current_app.config["TRUSTED_PROXIES"])
+    wait = signin.attempt(db, email, ip)
     if wait is not None:
         error = (
-            "Too many wrong passwords. Try again in "
-            f"{signin.minutes(wait)} minutes, or ask an administrator to set a new one."
+            f"Too many wrong passwords. Try again in {signin.minutes(wait)}, "
+            "or ask an administrator to set a new one."
         )
-        return render_template("login.html", error=error), 429
+        retry = {"Retry-After": str(math.ceil(wait.total_seconds()))}
+        return render_template("login.html", error=error), 429, retry
     user = authenticate(email, request.form.get("password", ""))
     if user is None:
-        signin.note_failure(db, email, ip)
-        db.commit()
+        # The attempt stays counted as a wrong password.
         error = "That email and password do not match an account."
         return render_template("login.html", error=error), 401
     signin.forget_failures(db, email)

@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError, validate
 from sqlalchemy import select
 
+from app.cli import TEXT
 from app.extensions import db_session
 from app.models import Organization
 from app.privacy import person
@@ -55,7 +56,10 @@ def privacy_cli() -> None:
 
 
 _org_option = click.option(
-    "--org", "org_name", help="Only this organisation (default: all of them)."
+    "--org",
+    "org_name",
+    type=TEXT,
+    help="Only this organisation (default: all of them).",
 )
 _output_option = click.option(
     "--output", "-o", type=click.Path(dir_okay=False), help="Write JSON to a file."
@@ -63,7 +67,7 @@ _output_option = click.option(
 
 
 @privacy_cli.command("export")
-@click.argument("address")
+@click.argument("address", type=TEXT)
 @_org_option
 @_output_option
 def export(address: str, org_name: str | None, output: str | None) -> None:
@@ -73,7 +77,7 @@ def export(address: str, org_name: str | None, output: str | None) -> None:
 
 
 @privacy_cli.command("erase")
-@click.argument("address")
+@click.argument("address", type=TEXT)
 @_org_option
 @_output_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select
 from app.models import Link
 from app.tracking.spool import Spool
 from app.tracking.tokens import is_token
+from workers.enrich import parse_address
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,18 @@ def client_ip(environ: dict[str, Any], trusted_proxies: int) -> str | None:
     if len(forwarded) >= trusted_proxies:
         return forwarded[-trusted_proxies]
     return forwarded[0] if forwarded else remote
+
+
+def client_address(environ: dict[str, Any], trusted_proxies: int) -> str | None:
+    """The client's address when it is a real one that fits a column (64 characters).
+
+    For what is kept beside a person's account or message; a forged header may hold
+    anything, and an IPv6 zone name makes an address as long as it likes.
+    """
+    value = client_ip(environ, trusted_proxies)
+    if value is None or len(value) > 64 or parse_address(value) is None:
+        return None
+    return value
 
 
 class TrackingFront:

@@ -153,6 +153,16 @@ class Spool:
         self._retired: list[tuple[float, SpoolFile]] = []
         self._stopping = False
 
+    def start(self) -> None:
+        """Open this process's file and start shipping, including files left behind.
+
+        The server's entry point calls this at start-up, so that a restart ships what a
+        crashed process left at once, not with the first hit. Appending starts it too
+        (in a process forked after start-up, for one).
+        """
+        if self._pid != os.getpid():
+            self._start()
+
     def append(self, hit: dict[str, Any]) -> None:
         """Durably record one hit before the request is answered."""
         if self._pid != os.getpid():
