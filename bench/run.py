@@ -751,7 +751,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--paced-rate",
         type=float,
-        default=2000.0,
+        default=4000.0,
         help="hits/s of the paced pixel load (hit to notification at a steady rate)",
     )
     parser.add_argument(
