@@ -56,6 +56,8 @@ def user_from_bearer() -> User | None:
     # Noted at most once an hour, so reading the API does not mean writing to it.
     if last is None or now - last > timedelta(hours=1):
         found.last_used_at = now
+        # Committed now: a view that only reads never commits the request's session.
+        db_session().commit()
     return found.user
 
 

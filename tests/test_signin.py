@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from app import signin
 from app.db import Database
-from app.models import PageSession, SignInFailure, utcnow
+from app.models import ApiToken, PageSession, SignInFailure, utcnow
 from tests.conftest import Account
 from tests.test_pages import sign_in
 
@@ -314,6 +314,16 @@ def test_cli_revokes_a_users_api_tokens(
         "/api/v1/messages", headers={"Authorization": f"Bearer {token}"}
     )
     assert again.status_code == 200
+
+
+def test_reading_the_api_notes_when_a_token_was_last_used(
+    account: Account, database: Database
+) -> None:
+    assert account.get("/api/v1/messages").status_code == 200
+
+    with database.session_factory() as session:
+        used = session.scalar(select(ApiToken.last_used_at))
+    assert used is not None and utcnow() - used < timedelta(minutes=1)
 
 
 @pytest.mark.parametrize(
