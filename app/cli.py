@@ -79,6 +79,11 @@ def create_user(
     org_name = org_name.strip()
     if not org_name:
         raise click.BadParameter("give the organisation a name", param_hint="--org")
+    if password is not None and not password.strip():
+        raise click.BadParameter(
+            "give a password, or leave --password out to set one later",
+            param_hint="--password",
+        )
     if session.scalars(select(User).where(User.email == email)).first():
         raise click.ClickException(f"A user with the email {email} already exists.")
     # "your team" joins "Your team" rather than starting a second organisation.
@@ -96,7 +101,9 @@ def create_user(
         email=email,
         name=name,
         is_admin=admin,
-        password_hash=generate_password_hash(password) if password else None,
+        password_hash=generate_password_hash(password)
+        if password is not None
+        else None,
     )
     token, plain = issue_token(user, label="created with the CLI")
     session.add_all([user, token])
@@ -176,12 +183,16 @@ def db_cli() -> None:
 
 
 @db_cli.command("upgrade")
-@click.argument("revision", default="head")
+@click.argument("revision", type=TEXT, default="head")
 def upgrade(revision: str) -> None:
     """Bring the schema up to date (the release step)."""
     from alembic import command
+    from alembic.util import CommandError
 
-    command.upgrade(alembic_config(current_app.config["DATABASE_URL"]), revision)
+    try:
+        command.upgrade(alembic_config(current_app.config["DATABASE_URL"]), revision)
+    except CommandError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo("Database schema is up to date.")
 
 

@@ -35,15 +35,24 @@ PER_ADDRESS = 100
 COOKIE_KEY = "sid"
 
 
+def _cookie_key() -> str | None:
+    """The key the cookie holds, if it holds one we could have issued."""
+    key = session.get(COOKIE_KEY)
+    return key if isinstance(key, str) and key.isascii() else None
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 def start(db: Session, user: User) -> None:
-    """Sign the browser in as ``user``: a new key, in a fresh cookie."""
-    key = new_key(db, user.id)
-    session.clear()
-    session[COOKIE_KEY] = key
+    """Sign the browser in as ``user``: a new key, in a fresh cookie.
+
+    A session the browser already had ends here, or a copy of its cookie would
+    outlive the next sign-out.
+    """
+    end(db)
+    session[COOKIE_KEY] = new_key(db, user.id)
 
 
 def new_key(db: Session, user_id: int) -> str:
@@ -55,8 +64,8 @@ def new_key(db: Session, user_id: int) -> str:
 
 def end(db: Session) -> None:
     """Sign this browser out, on the server as well as in the cookie."""
-    key = session.get(COOKIE_KEY)
-    if isinstance(key, str):
+    key = _cookie_key()
+    if key is not None:
         db.execute(delete(PageSession).where(PageSession.key_hash == _digest(key)))
     session.clear()
 
@@ -69,8 +78,8 @@ def end_all(db: Session, user: User) -> int:
 
 def user_of_browser(db: Session) -> User | None:
     """The user this browser is signed in as, if its session is still alive."""
-    key = session.get(COOKIE_KEY)
-    if not isinstance(key, str):
+    key = _cookie_key()
+    if key is None:
         return None
     found = db.scalars(
         select(PageSession).where(PageSession.key_hash == _digest(key))

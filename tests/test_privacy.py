@@ -95,6 +95,28 @@ def test_full_policy_keeps_the_whole_address(
     assert {e.ip for e in stored_events(database)} == {LINKOPING}
 
 
+@pytest.mark.parametrize(
+    ("remote", "kept"),
+    [
+        (f"::ffff:{LINKOPING}", LINKOPING),
+        ("not-an-address", None),
+        (f"{LINKOPING}:443", None),
+    ],
+)
+def test_full_policy_keeps_an_address_in_one_spelling_and_nothing_else(
+    admin: Account,
+    database: Database,
+    run_jobs: Callable[[], None],
+    remote: str,
+    kept: str | None,
+) -> None:
+    assert patch(admin, ip_policy="full").status_code == 200
+    created = admin.send(html=HTML)
+    hit(admin.client, created["pixel_url"], environ_base={"REMOTE_ADDR": remote})
+    run_jobs()
+    assert [e.ip for e in stored_events(database)] == [kept]
+
+
 def test_no_address_policy_writes_it_nowhere_not_even_in_worker_logs(
     admin: Account,
     database: Database,

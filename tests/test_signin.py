@@ -60,6 +60,19 @@ def test_a_copied_cookie_stops_working_when_its_browser_signs_out(
     assert _sessions(database) == 0
 
 
+def test_signing_in_again_ends_the_browsers_earlier_session(
+    app: Flask, client: FlaskClient, account: Account, database: Database
+) -> None:
+    sign_in(client, account.email)
+    earlier = _replay(app, _cookie(client))
+
+    sign_in(client, account.email)
+    _sign_out(client)
+
+    assert earlier.get("/").status_code == 302
+    assert _sessions(database) == 0
+
+
 def test_signing_out_one_browser_leaves_the_others_signed_in(
     app: Flask, account: Account
 ) -> None:
@@ -229,6 +242,22 @@ def test_an_odd_forwarded_address_at_sign_in_is_no_error(
     assert sign_in(client, account.email).status_code == 302
 
 
+def test_one_address_in_two_spellings_is_one_client(
+    app: Flask, make_account: Callable[..., Account], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signin, "PER_ADDRESS", 2)
+    app.config["TRUSTED_PROXIES"] = 1
+    ann = make_account("ann@seller.test")
+    for n, spelling in enumerate(["2001:DB8:0000::0001", "2001:db8::1%eth0"]):
+        guesser = app.test_client()
+        guesser.environ_base["HTTP_X_FORWARDED_FOR"] = spelling
+        assert sign_in(guesser, f"nobody{n}@seller.test", "guess").status_code == 401
+
+    same = app.test_client()
+    same.environ_base["HTTP_X_FORWARDED_FOR"] = "2001:db8::1"
+    assert sign_in(same, ann.email).status_code == 429
+
+
 def test_a_right_password_clears_the_count_of_wrong_ones(
     client: FlaskClient, account: Account
 ) -> None:
@@ -338,6 +367,9 @@ def test_reading_the_api_notes_when_a_token_was_last_used(
         (["user", "create", "b\udcff@seller.test", "--org", "Seller"], "UTF-8"),
         (["user", "create", "c@seller.test", "--org", "\udcff"], "UTF-8"),
         (["privacy", "export", "d\udcff@example.com"], "UTF-8"),
+        (["user", "create", "e@seller.test", "--org", "S", "--password", " "], "give"),
+        (["user", "create", "f@seller.test", "--org", "S", "--password", ""], "give"),
+        (["db", "upgrade", "nosuchrevision"], "nosuchrevision"),
     ],
 )
 def test_cli_refuses_what_it_cannot_do(
@@ -347,6 +379,7 @@ def test_cli_refuses_what_it_cannot_do(
 
     assert result.exit_code != 0
     assert message in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_pruning_forgets_dead_sessions_and_old_failures(

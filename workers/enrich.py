@@ -184,6 +184,18 @@ def _packaged_city() -> str | None:
 
 
 @functools.lru_cache(maxsize=65536)
+def canonical_address(ip: str | None) -> str | None:
+    """One spelling of an address (``2001:db8::1``, IPv4 unwrapped, no zone), or None.
+
+    What is stored of a client's address, whatever the header said.
+    """
+    address = parse_address(ip)
+    if address is None:
+        return None
+    return str(address).split("%", 1)[0]
+
+
+@functools.lru_cache(maxsize=65536)
 def parse_address(
     ip: str | None,
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -38,7 +38,7 @@ from app.presenters import describe_event
 from app.privacy.rules import untracked_message_ids
 from app.tracking.spool import decode
 from workers.context import WorkerContext, current
-from workers.enrich import Location
+from workers.enrich import Location, canonical_address
 from workers.grading import (
     BURST_WINDOW,
     HUMAN,
@@ -406,7 +406,7 @@ def _kept_ip(policy: str, ip: str | None) -> str | None:
     if ip is None or policy == "none":
         return None
     if policy == "full":
-        return ip
+        return canonical_address(ip)
     return _network_address(ip)
 
 

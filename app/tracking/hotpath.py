@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 from app.models import Link
 from app.tracking.spool import Spool
 from app.tracking.tokens import is_token
-from workers.enrich import parse_address
+from workers.enrich import canonical_address
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +134,12 @@ def client_ip(environ: dict[str, Any], trusted_proxies: int) -> str | None:
 
 
 def client_address(environ: dict[str, Any], trusted_proxies: int) -> str | None:
-    """The client's address when it is a real one that fits a column (64 characters).
+    """The client's address in one spelling, or None when it is not an address.
 
-    For what is kept beside a person's account or message; a forged header may hold
-    anything, and an IPv6 zone name makes an address as long as it likes.
+    For what is kept beside a person's account or message: a forged header may hold
+    anything, and one address has many spellings (``::ffff:81.2.69.142``, zones).
     """
-    value = client_ip(environ, trusted_proxies)
-    if value is None or len(value) > 64 or parse_address(value) is None:
-        return None
-    return value
+    return canonical_address(client_ip(environ, trusted_proxies))
 
 
 class TrackingFront:
