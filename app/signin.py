@@ -107,8 +107,9 @@ def attempt(db: Session, email: str, ip: str | None) -> timedelta | None:
     is written. A right password then clears it with the rest (``forget_failures``);
     an attempt refused here is taken back, so waiting out the window is enough.
     """
+    # Failures past the window are left to ``prune``: each count reads an index of
+    # one account's or one address's failures, however many others there are.
     now = utcnow()
-    db.execute(delete(SignInFailure).where(SignInFailure.at <= now - WINDOW))
     mine = SignInFailure(email=_account(email), ip=ip, at=now)
     db.add(mine)
     db.commit()
