@@ -43,11 +43,18 @@ function init(args)
   end
 end
 
--- BENCH_DELAY_MS paces each connection: that many milliseconds between requests.
+-- BENCH_DELAY_MS paces each connection: that many milliseconds between requests, on
+-- average. wrk waits whole milliseconds, so a fraction is had by mixing the two
+-- nearest values in proportion.
 local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "") or 0
 if pause > 0 then
+  local low = math.floor(pause)
+  local share = pause - low
   function delay()
-    return pause
+    if math.random() < share then
+      return low + 1
+    end
+    return low
   end
 end
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -348,6 +349,81 @@ def sample_addresses() -> list[str]:
 
 # Measuring -----------------------------------------------------------------------
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user and system) a process has used, all its threads included."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def family(pid: int) -> list[int]:
+    """A process and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children(current)
+    return found
+
+
+class CpuMeter:
+    """CPU time each part of the service used while a load ran.
+
+    Web and worker are the process trees the bench started; postgres is the
+    backends connected to the bench database (the server's own background
+    processes are left out); wrk is read from the bench's reaped children.
+    """
+
+    def __init__(self, services: Services, store: Store) -> None:
+        self.services = services
+        self.store = store
+        self.start: dict[str, dict[int, float]] = {}
+        self.wrk_start = 0.0
+
+    def groups(self) -> dict[str, list[int]]:
+        processes = self.services.processes
+        found = {
+            name: family(processes[name].pid)
+            for name in ("web", "worker", "redis")
+            if name in processes
+        }
+        found["postgres"] = self.store.backends()
+        return found
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        return {
+            name: {pid: cpu_of(pid) for pid in pids}
+            for name, pids in self.groups().items()
+        }
+
+    def begin(self) -> None:
+        self.start = self.snapshot()
+        self.wrk_start = _children_cpu()
+
+    def used(self) -> dict[str, float]:
+        """CPU seconds of each part since ``begin``."""
+        now = self.snapshot()
+        used = {
+            name: sum(
+                cpu - self.start.get(name, {}).get(pid, 0.0)
+                for pid, cpu in pids.items()
+            )
+            for name, pids in now.items()
+        }
+        used["wrk"] = _children_cpu() - self.wrk_start
+        return used
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
 
 @dataclass
 class WrkResult:
@@ -390,8 +466,7 @@ def wrk(
     }
     connections = args.connections
     if rate:
-        connections = min(args.connections, 16)
-        env["BENCH_DELAY_MS"] = str(max(1, round(connections * 1000 / rate)))
+        env["BENCH_DELAY_MS"] = f"{max(1.0, connections * 1000 / rate):.3f}"
     command = [
         "wrk",
         f"-t{args.threads}",
@@ -437,6 +512,14 @@ class Store:
             "SELECT count(*) FROM events WHERE type = %s AND NOT implied", (kind,)
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def backends(self) -> list[int]:
+        """Server processes of the connections to the bench database."""
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+        return [int(row[0]) for row in rows]
 
     def latest_id(self) -> int:
         """The newest event's id: progress, from the index rather than a count."""
@@ -595,6 +678,7 @@ class Phase:
     load: WrkResult
     stored: int
     delays: dict[str, float]
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def lost(self) -> int:
@@ -612,11 +696,14 @@ def run_phase(
 ) -> Phase:
     before = store.count(kind)
     since = datetime.now(UTC)
+    meter = CpuMeter(services, store)
+    meter.begin()
     load = wrk(
         services.tmp, services.web_port, paths, args.duration, args, during, rate
     )
     stored = wait_for_drain(services, store, kind, before + load.answered) - before
-    return Phase(kind, load, stored, store.delays(kind, since))
+    cpu = meter.used()
+    return Phase(kind, load, stored, store.delays(kind, since), cpu)
 
 
 def web_workers(services: Services) -> list[int]:
@@ -726,7 +813,7 @@ def phase_lines(phase: Phase, nginx: WrkResult) -> list[str]:
     label = {"open": "pixel", "click": "link"}.get(phase.name, phase.name)
     against = f"{load.rps / nginx.rps:.2f} of nginx"
     if phase.name == "paced":
-        against = "pixel hits paced, 16 connections"
+        against += ", pixel hits paced"
     return [
         f"{label:5}: {load.rps:,.0f} req/s ({against})  "
         f"p50 {load.p50_ms:.2f} ms  p99 {load.p99_ms:.2f} ms  "
@@ -736,7 +823,20 @@ def phase_lines(phase: Phase, nginx: WrkResult) -> list[str]:
         f"       hit->stored p50 {ms(d['stored_p50'])}  p99 {ms(d['stored_p99'])};  "
         f"hit->notified p50 {ms(d['notified_p50'])}  p99 {ms(d['notified_p99'])};  "
         f"notified within 1 s: {within:.1f}% of {notified:,}",
+        *([cpu_line(phase)] if phase.cpu and load.answered else []),
     ]
+
+
+def cpu_line(phase: Phase) -> str:
+    """CPU time per answered hit of each part, load and drain together."""
+    answered = phase.load.answered
+    per_hit = {name: used / answered * 1e6 for name, used in phase.cpu.items()}
+    parts = "  ".join(
+        f"{name} {per_hit[name]:.0f}"
+        for name in ("web", "worker", "postgres", "redis", "wrk")
+        if name in per_hit
+    )
+    return f"       cpu µs per hit: {parts}  (total {sum(per_hit.values()):.0f})"
 
 
 def parse_args() -> argparse.Namespace:
@@ -751,8 +851,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--paced-rate",
         type=float,
-        default=4000.0,
-        help="hits/s of the paced pixel load (hit to notification at a steady rate)",
+        default=0.0,
+        help="hits/s of the paced pixel load, on all connections (default: a "
+        "quarter of nginx's rate in the same run, and a little more, since the "
+        "answer's own time adds to each connection's pause)",
     )
     parser.add_argument(
         "--web",
@@ -816,10 +918,9 @@ def run(args: argparse.Namespace, services: Services) -> int:
             phases.append(run_phase(services, store, args, kind, paths))
     drain = killed = paced = None
     if not args.quick:
-        log(f"paced pixel load at about {args.paced_rate:g} hits/s")
-        paced = run_phase(
-            services, store, args, "open", "pixel-paths.txt", rate=args.paced_rate
-        )
+        rate = args.paced_rate or nginx.rps / 4 * 1.08
+        log(f"paced pixel load at about {rate:,.0f} hits/s")
+        paced = run_phase(services, store, args, "open", "pixel-paths.txt", rate=rate)
         paced.name = "paced"
         phases.append(paced)
         log("worker drain")

@@ -17,7 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "SPOOL_DIR": "var/spool",
     # Hits are shipped to the queue in batches at most this often (seconds).
     "SPOOL_FLUSH_INTERVAL": 0.05,
-    "SPOOL_BATCH_SIZE": 1000,
+    # Hits a job stores at most; batches only grow while the workers are busy.
+    "SPOOL_BATCH_SIZE": 2000,
     "TOKEN_ENCRYPTION_KEYS": "",
     "SESSION_COOKIE_SECURE": False,
     # How long one live-notification stream stays open before the browser reconnects.

@@ -24,6 +24,8 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal,
+    literal_column,
     or_,
     select,
     text,
@@ -54,15 +56,40 @@ from workers.grading import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass
 class _Target:
-    message: Message
-    org: Organization
-    link: Link | None
+    """A hit's message, organisation and link, with what every hit of a batch reads.
 
-    @functools.cached_property
-    def recipients(self) -> list[str]:
-        return self.message.recipients
+    Read off the ORM objects once a batch: an attribute of a mapped object costs a
+    descriptor call, and a busy message has a thousand hits in a batch.
+    """
+
+    __slots__ = (
+        "facts",
+        "ip_policy",
+        "link",
+        "link_id",
+        "location_precision",
+        "message",
+        "message_id",
+        "recipient",
+        "recipients",
+    )
+
+    def __init__(self, message: Message, org: Organization, link: Link | None) -> None:
+        self.message = message
+        self.message_id = message.id
+        self.link = link
+        self.link_id = link.id if link is not None else None
+        self.recipients = message.recipients
+        self.recipient = self.recipients[0] if len(self.recipients) == 1 else None
+        self.ip_policy = org.ip_policy
+        self.location_precision = org.location_precision
+        sent_at = as_utc(message.sent_at)
+        self.facts = (
+            MessageFacts(sent_at, message.sender_ip, len(self.recipients))
+            if sent_at is not None
+            else None
+        )
 
 
 @dataclass(slots=True)
@@ -132,7 +159,7 @@ def _ingest(hits: list[dict[str, Any]]) -> int:
     ctx = current()
     with ctx.db.begin() as session:
         targets = _targets(session, hits)
-        message_ids = {t.message.id for t in targets.values()}
+        message_ids = {t.message_id for t in targets.values()}
         history = _history(session, hits, message_ids)
         rows = _event_rows(ctx, hits, targets, history)
         links = {t.link.id: t.link for t in targets.values() if t.link is not None}
@@ -171,7 +198,7 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
             targets[link.token] = _Target(message, org, link)
     # A recipient put on the do-not-track list after sending is not tracked either.
     untracked = untracked_message_ids(session, [t.message for t in targets.values()])
-    return {k: t for k, t in targets.items() if t.message.id not in untracked}
+    return {k: t for k, t in targets.items() if t.message_id not in untracked}
 
 
 def _history(
@@ -202,6 +229,15 @@ def _history(
     return history
 
 
+# The hot queries below spell their constants out in the SQL. PostgreSQL plans a
+# statement the driver has prepared once for all values: with "type = $1" it cannot
+# use the index of opens alone, and with "LIMIT $2" it cannot tell that one row is
+# enough, and it would read every event of a busy message for each batch.
+_OPEN = literal("open", literal_execute=True)
+_CLICK = literal("click", literal_execute=True)
+_ONE = literal_column("1")
+
+
 def _firsts() -> Select[Any]:
     """Per message: whether it was ever opened, and its first human open."""
     first_human = aliased(Event)
@@ -209,8 +245,8 @@ def _firsts() -> Select[Any]:
     # an EXISTS by hashing every open of the table, once per batch.
     opened = (
         select(Event.id)
-        .where(Event.message_id == Message.id, Event.type == "open")
-        .limit(1)
+        .where(Event.message_id == Message.id, Event.type == _OPEN)
+        .limit(_ONE)
         .scalar_subquery()
         .is_not(None)
         .label("opened")
@@ -219,11 +255,11 @@ def _firsts() -> Select[Any]:
         select(Event.id)
         .where(
             Event.message_id == Message.id,
-            Event.type == "open",
-            Event.classification == HUMAN,
+            Event.type == _OPEN,
+            Event.classification == literal(HUMAN, literal_execute=True),
         )
         .order_by(Event.occurred_at)
-        .limit(1)
+        .limit(_ONE)
         .scalar_subquery()
     )
     return (
@@ -244,7 +280,7 @@ def _recent_clicks() -> Select[int, int | None, datetime, datetime]:
         )
         .where(
             Event.message_id.in_(bindparam("ids", expanding=True)),
-            Event.type == "click",
+            Event.type == _CLICK,
             Event.link_id.is_not(None),
             Event.occurred_at >= bindparam("start", type_=Event.occurred_at.type),
             Event.occurred_at <= bindparam("end", type_=Event.occurred_at.type),
@@ -291,7 +327,7 @@ def _event_rows(
         target = targets.get(hit.get("token", ""))
         if target is None:
             continue
-        rows.extend(_rows_for_hit(ctx, hit, target, history[target.message.id]))
+        rows.extend(_rows_for_hit(ctx, hit, target, history[target.message_id]))
     return rows
 
 
@@ -300,11 +336,8 @@ def _rows_for_hit(
 ) -> list[dict[str, Any]]:
     """The hit's event, preceded by an implied open for a click with none before it."""
     facts = _facts(ctx, hit, target)
-    message = target.message
-    message_facts = MessageFacts(
-        sent_at=as_utc(message.sent_at) or facts.at,
-        sender_ip=message.sender_ip,
-        recipient_count=len(target.recipients),
+    message_facts = target.facts or MessageFacts(
+        facts.at, target.message.sender_ip, len(target.recipients)
     )
     verdict = grade(facts, message_facts, past)
     rows = []
@@ -325,7 +358,7 @@ def _facts(ctx: WorkerContext, hit: dict[str, Any], target: _Target) -> HitFacts
         ip=ip,
         network=ctx.enricher.network(ip),
         device=ctx.enricher.device(hit.get("ua")),
-        link_id=target.link.id if target.link else None,
+        link_id=target.link_id,
     )
 
 
@@ -350,16 +383,14 @@ def _row(
     kind: str,
     implied: bool,
 ) -> dict[str, Any]:
-    org = target.org
-    message = target.message
-    recipients = target.recipients
+    ip_policy = target.ip_policy
     is_proxy = verdict.classification == "proxy"
     location = None if is_proxy else ctx.enricher.location(facts.ip)
     device = facts.device
     return _clipped(
         {
             "hit_id": hit["id"] + ("i" if implied else ""),
-            "message_id": message.id,
+            "message_id": target.message_id,
             "link_id": facts.link_id if kind == "click" else None,
             "type": kind,
             "occurred_at": facts.at,
@@ -369,17 +400,17 @@ def _row(
             "reasons": [*verdict.reasons, *(["implied-by-click"] if implied else [])],
             "implied": implied,
             "possible_forward": verdict.possible_forward,
-            "recipient": recipients[0] if len(recipients) == 1 else None,
+            "recipient": target.recipient,
             "method": facts.method,
-            "ip": _kept_ip(org.ip_policy, facts.ip),
-            "ip_prefix": network_prefix(facts.ip) if org.ip_policy != "none" else None,
+            "ip": _kept_ip(ip_policy, facts.ip),
+            "ip_prefix": network_prefix(facts.ip) if ip_policy != "none" else None,
             "user_agent": (hit.get("ua") or None),
             "asn": facts.network.asn if facts.network else None,
             "network": facts.network.org if facts.network else None,
             "device_client": device.client,
             "device_os": None if is_proxy else device.os,
             "device_type": "unknown" if is_proxy else device.type,
-            **_kept_location(org.location_precision, location),
+            **_kept_location(target.location_precision, location),
         }
     )
 
@@ -528,8 +559,19 @@ def _copy(
                     i for i, value in enumerate(row) if isinstance(value, list | dict)
                 ]
             for i in json_columns:
-                row[i] = json.dumps(row[i])
+                value = row[i]
+                row[i] = (
+                    _json_list(tuple(value))
+                    if isinstance(value, list)
+                    else json.dumps(value)
+                )
             copy.write_row(row)
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_list(values: tuple[Any, ...]) -> str:
+    """A list as JSON; cached, since events share a few lists of reasons."""
+    return json.dumps(list(values))
 
 
 def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
@@ -560,7 +602,7 @@ def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
             select(Event)
             .where(
                 Event.counted.is_(True),
-                or_(Event.type == "click", Event.implied.is_(True)),
+                or_(Event.type == _CLICK, Event.implied.is_(True)),
                 within,
             )
             .order_by(Event.id)

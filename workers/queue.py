@@ -42,11 +42,18 @@ class RqJobs:
             retry=_RETRY,
             failure_ttl=7 * 86400,
             job_timeout=timeout,
+            # Nobody reads a hit batch's result: not keeping it saves a write a job.
+            result_ttl=0 if queue == "hits" else None,
         )
 
     def backlog(self, queue: str) -> int:
-        """How many jobs wait on ``queue``."""
-        return int(self._queues[queue].count)
+        """How many jobs of ``queue`` wait for a worker or are running now."""
+        target = self._queues[queue]
+        pipeline = self.connection.pipeline(transaction=False)
+        pipeline.llen(target.key)
+        pipeline.zcard(target.started_job_registry.key)
+        waiting, running = pipeline.execute()
+        return int(waiting) + int(running)
 
     def enqueue_in(
         self,

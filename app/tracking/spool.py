@@ -136,7 +136,7 @@ class Spool:
         interval: float = 0.05,
         batch_size: int = 1000,
         backlog: Backlog | None = None,
-        max_wait: float = 1.0,
+        max_wait: float = 0.5,
     ) -> None:
         self.directory = directory
         self.sink = sink
@@ -242,11 +242,13 @@ class Spool:
             self._retired.pop(0)
 
     def _let_grow(self, current: SpoolFile) -> bool:
-        """Whether to hold a part-filled batch back because the workers are behind.
+        """Whether to hold a part-filled batch back because the workers are busy.
 
-        A job costs the worker a fixed amount besides its hits; while earlier batches
-        still wait in the queue, shipping fewer and fuller ones lets it catch up, and
-        adds no delay a hit would not have spent waiting in the queue anyway.
+        A job costs the worker a fixed amount besides its hits (some fifteen queries
+        and round trips). While earlier batches still wait in the queue or are being
+        stored, a batch shipped now could not start anyway: shipping fewer and fuller
+        ones lets the workers keep up, and adds little delay that a hit would not
+        have spent waiting in the queue. An idle worker gets each hit at once.
         """
         waiting = current.pending_bytes()
         if not waiting:
