@@ -193,6 +193,9 @@ class Link(Base):
     message: Mapped[Message] = relationship(back_populates="links")
 
 
+_REGRADABLE = "counted IS true AND (type = 'click' OR implied IS true)"
+
+
 class Event(Base):
     """One open or click as it arrived, with its grade and what was learnt of it."""
 
@@ -208,13 +211,21 @@ class Event(Base):
             postgresql_where=text("type = 'open'"),
             sqlite_where=text("type = 'open'"),
         ),
-        # Burst grading asks of each message its clicks of the last few seconds.
+        # Burst grading asks of each link its first and last click of a few seconds.
         Index(
-            "ix_events_message_clicks",
-            "message_id",
+            "ix_events_link_clicks",
+            "link_id",
             "occurred_at",
             postgresql_where=text("type = 'click'"),
             sqlite_where=text("type = 'click'"),
+        ),
+        # Regrading a burst reads only what it may still take off the counts.
+        Index(
+            "ix_events_message_regradable",
+            "message_id",
+            "occurred_at",
+            postgresql_where=text(_REGRADABLE),
+            sqlite_where=text(_REGRADABLE),
         ),
         Index(
             "ix_events_unpurged_time",

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.expression import ColumnClause
 
 from app.models import Event, Link, Message, Notification, Organization, as_utc
 from app.presenters import describe_event
@@ -222,6 +223,8 @@ def _history(
     for row in session.execute(
         _RECENT_CLICKS, {"ids": ids, "start": start, "end": end}
     ):
+        if row.first is None:
+            continue
         for at in (row.first, row.last):
             history[row.message_id].add(
                 PriorEvent("click", as_utc(at) or end, "", None, None, row.link_id)
@@ -235,7 +238,7 @@ def _history(
 # enough, and it would read every event of a busy message for each batch.
 _OPEN = literal("open", literal_execute=True)
 _CLICK = literal("click", literal_execute=True)
-_ONE = literal_column("1")
+_ONE: ColumnClause[int] = literal_column("1")
 
 
 def _firsts() -> Select[Any]:
@@ -269,24 +272,31 @@ def _firsts() -> Select[Any]:
     )
 
 
-def _recent_clicks() -> Select[int, int | None, datetime, datetime]:
-    """Per message and link: the first and last click between two times."""
-    return (
-        select(
-            Event.message_id,
-            Event.link_id,
-            func.min(Event.occurred_at).label("first"),
-            func.max(Event.occurred_at).label("last"),
+def _recent_clicks() -> Select[int, int, datetime | None, datetime | None]:
+    """Per link of the messages: its first and last click between two times.
+
+    Two probes of the index of clicks per link each, however many clicks a scanner
+    storm has put in the span.
+    """
+
+    def edge(aggregate: Any) -> Any:
+        return (
+            select(aggregate(Event.occurred_at))
+            .where(
+                Event.link_id == Link.id,
+                Event.type == _CLICK,
+                Event.occurred_at >= bindparam("start", type_=Event.occurred_at.type),
+                Event.occurred_at <= bindparam("end", type_=Event.occurred_at.type),
+            )
+            .scalar_subquery()
         )
-        .where(
-            Event.message_id.in_(bindparam("ids", expanding=True)),
-            Event.type == _CLICK,
-            Event.link_id.is_not(None),
-            Event.occurred_at >= bindparam("start", type_=Event.occurred_at.type),
-            Event.occurred_at <= bindparam("end", type_=Event.occurred_at.type),
-        )
-        .group_by(Event.message_id, Event.link_id)
-    )
+
+    return select(
+        Link.message_id,
+        Link.id.label("link_id"),
+        edge(func.min).label("first"),
+        edge(func.max).label("last"),
+    ).where(Link.message_id.in_(bindparam("ids", expanding=True)))
 
 
 def _prior_columns(event: type[Event]) -> tuple[Any, ...]:
