@@ -106,6 +106,23 @@ def test_unknown_or_hostile_pixel_still_gets_the_image_and_records_nothing(
     assert events(account, created["id"]) == []
 
 
+def test_a_doubled_slash_before_the_pixel_still_gets_the_image_and_the_open(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    path = "/" + path_of(created["pixel_url"])
+    response = account.client.get(
+        "/",
+        headers={"User-Agent": CHROME},
+        environ_base={"REMOTE_ADDR": LINKOPING},
+        environ_overrides={"PATH_INFO": path},
+    )
+    assert_pixel(response)
+    run_jobs()
+    [event] = events(account, created["id"])
+    assert event["type"] == "open" and event["counted"] is True
+
+
 def test_link_redirects_to_exactly_the_recorded_destination(
     account: Account, run_jobs: Callable[[], None]
 ) -> None:

@@ -161,6 +161,10 @@ class TrackingFront:
         self, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
+        if path.startswith("//"):
+            # A client or proxy that doubles the slash after the host still asked
+            # for the pixel: a broken image would lose the open.
+            path = "/" + path.lstrip("/")
         if path.startswith(PIXEL_PREFIX):
             return self.pixel(environ, start_response, path[len(PIXEL_PREFIX) :])
         if path.startswith(LINK_PREFIX):
