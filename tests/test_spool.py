@@ -264,6 +264,28 @@ def test_a_part_filled_batch_grows_while_the_workers_are_behind(
     spool.stop()
 
 
+def test_hits_that_arrive_while_a_batch_ships_wait_to_fill_the_next_one(
+    tmp_path: Path,
+) -> None:
+    batches: list[list[dict[str, Any]]] = []
+
+    def ship(block: bytes) -> None:
+        batches.append(decode(block))
+        spool.append({"id": f"late-{len(batches)}"})  # a request answered meanwhile
+
+    spool = Spool(str(tmp_path), ship, interval=3600, batch_size=3)
+    for n in range(5):
+        spool.append({"id": str(n)})
+    spool.flush()
+    assert [[h["id"] for h in batch] for batch in batches] == [
+        ["0", "1", "2"],
+        ["3", "4"],
+    ]
+    spool.flush()
+    assert [h["id"] for h in batches[-1]] == ["late-1", "late-2"]
+    spool.stop()
+
+
 def test_a_held_batch_is_shipped_after_the_longest_wait(tmp_path: Path) -> None:
     batches: list[list[dict[str, Any]]] = []
     spool = Spool(

@@ -51,10 +51,11 @@ class SpoolFile:
         self.offset = _read_offset(path)
         self.opened_at = time.monotonic()
 
-    def pending(self, limit: int) -> tuple[bytes, int, int]:
-        """Up to ``limit`` whole lines after the shipped offset: the bytes, the line
-        count and the offset after them."""
-        size = os.fstat(self.fd).st_size
+    def pending(self, limit: int, end: int | None = None) -> tuple[bytes, int, int]:
+        """Up to ``limit`` whole lines after the shipped offset and before ``end``
+        (the file's size if None): the bytes, the line count and the offset after
+        them."""
+        size = os.fstat(self.fd).st_size if end is None else end
         if size <= self.offset:
             return b"", 0, self.offset
         chunk = os.pread(self.fd, min(size - self.offset, 4 * 1024 * 1024), self.offset)
@@ -74,8 +75,11 @@ class SpoolFile:
             fh.write(str(offset))
         os.replace(tmp, f"{self.path}.offset")
 
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
     def drained(self) -> bool:
-        return os.fstat(self.fd).st_size <= self.offset
+        return self.size() <= self.offset
 
     def pending_bytes(self) -> int:
         return max(0, os.fstat(self.fd).st_size - self.offset)
@@ -265,9 +269,12 @@ class Spool:
             return False
 
     def _drain(self, spool_file: SpoolFile) -> int:
+        # Only what was there when shipping began: under load, lines keep coming
+        # while a batch ships, and chasing them would ship a trail of small batches.
+        end = spool_file.size()
         shipped = 0
         while True:
-            block, count, offset = spool_file.pending(self.batch_size)
+            block, count, offset = spool_file.pending(self.batch_size, end)
             if not count:
                 return shipped
             self.sink(block)
