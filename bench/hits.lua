@@ -43,18 +43,31 @@ function init(args)
   end
 end
 
--- BENCH_DELAY_MS paces each connection: that many milliseconds between requests, on
--- average. wrk waits whole milliseconds, so a fraction is had by mixing the two
--- nearest values in proportion.
-local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "") or 0
-if pause > 0 then
-  local low = math.floor(pause)
-  local share = pause - low
+-- BENCH_RATE paces the load: requests a second over all of wrk's BENCH_THREADS
+-- threads. Each thread keeps a timetable of its own and every request takes the next
+-- slot of it, whichever connection sends it; a request late for its slot goes at
+-- once. A connection's own pause would be lengthened by the answer's time.
+local rate = tonumber(os.getenv("BENCH_RATE") or "") or 0
+if rate > 0 then
+  local ffi = require("ffi")
+  ffi.cdef([[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clock, bench_timespec *now);
+  ]])
+  local clock = ffi.new("bench_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, clock) -- CLOCK_MONOTONIC
+    return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+  end
+  local period = 1000 * (tonumber(os.getenv("BENCH_THREADS") or "") or 1) / rate
+  local slot = nil
   function delay()
-    if math.random() < share then
-      return low + 1
+    local now = now_ms()
+    slot = (slot or now) + period
+    if slot < now - 100 then
+      slot = now -- far behind: do not burst to catch up
     end
-    return low
+    return math.max(0, math.floor(slot - now))
   end
 end
 

@@ -455,8 +455,8 @@ def wrk(
 ) -> WrkResult:
     """Drive ``port`` with wrk and the hits script; ``during`` runs meanwhile.
 
-    With ``rate``, each connection waits between requests so that all of them
-    together ask for about that many requests a second.
+    With ``rate``, requests are sent on a timetable of that many a second, as long
+    as a connection is free to send them.
     """
     env = {
         **os.environ,
@@ -466,7 +466,8 @@ def wrk(
     }
     connections = args.connections
     if rate:
-        env["BENCH_DELAY_MS"] = f"{max(1.0, connections * 1000 / rate):.3f}"
+        env["BENCH_RATE"] = f"{rate:.1f}"
+        env["BENCH_THREADS"] = str(args.threads)
     command = [
         "wrk",
         f"-t{args.threads}",
@@ -853,8 +854,7 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=0.0,
         help="hits/s of the paced pixel load, on all connections (default: a "
-        "quarter of nginx's rate in the same run, and a little more, since the "
-        "answer's own time adds to each connection's pause)",
+        "quarter of nginx's rate in the same run, and 2%% more)",
     )
     parser.add_argument(
         "--web",
@@ -918,7 +918,7 @@ def run(args: argparse.Namespace, services: Services) -> int:
             phases.append(run_phase(services, store, args, kind, paths))
     drain = killed = paced = None
     if not args.quick:
-        rate = args.paced_rate or nginx.rps / 4 * 1.08
+        rate = args.paced_rate or nginx.rps / 4 * 1.02
         log(f"paced pixel load at about {rate:,.0f} hits/s")
         paced = run_phase(services, store, args, "open", "pixel-paths.txt", rate=rate)
         paced.name = "paced"
