@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from flask import Flask, abort, request
+from marshmallow import ValidationError, fields
 from werkzeug.routing import IntegerConverter, UnicodeConverter
 
 # The largest id a PostgreSQL integer column holds; a larger one can name nothing.
@@ -24,6 +28,21 @@ class TextConverter(UnicodeConverter):
     def __init__(self, map: object, *args: object, **kwargs: object) -> None:
         super().__init__(map, *args, **kwargs)  # type: ignore[arg-type]
         self.regex = self.regex.replace("[^/]", r"[^/\x00-\x1f\x7f]")
+
+
+class JsonBoolean(fields.Boolean):
+    """JSON true or false, and nothing else: "no", "yes", 0 or 1 is a mistake."""
+
+    def _deserialize(
+        self,
+        value: Any,
+        attr: str | None,
+        data: Mapping[str, Any] | None,
+        **kwargs: Any,
+    ) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("Must be true or false.")
+        return value
 
 
 def refuse_nul_in_forms() -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+MIN_PASSWORD_LENGTH = 8
 
 
 def alembic_config(url: str) -> Config:
@@ -53,6 +54,16 @@ class Utf8Text(click.ParamType):
 TEXT = Utf8Text()
 
 
+def _check_password(password: str, blank: str) -> None:
+    """Refuse a blank password with ``blank``, and one too short to resist guessing."""
+    if not password.strip():
+        raise click.BadParameter(blank, param_hint="--password")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.BadParameter(
+            f"use at least {MIN_PASSWORD_LENGTH} characters", param_hint="--password"
+        )
+
+
 @click.group("user", cls=AppGroup)
 def user_cli() -> None:
     """Manage users."""
@@ -79,10 +90,9 @@ def create_user(
     org_name = org_name.strip()
     if not org_name:
         raise click.BadParameter("give the organisation a name", param_hint="--org")
-    if password is not None and not password.strip():
-        raise click.BadParameter(
-            "give a password, or leave --password out to set one later",
-            param_hint="--password",
+    if password is not None:
+        _check_password(
+            password, "give a password, or leave --password out to set one later"
         )
     if session.scalars(select(User).where(User.email == email)).first():
         raise click.ClickException(f"A user with the email {email} already exists.")
@@ -140,8 +150,7 @@ def set_password(email: str, password: str) -> None:
     """Set a user's password for the pages; every browser of theirs is signed out."""
     session = db_session()
     user = _user(session, email)
-    if not password.strip():
-        raise click.BadParameter("give a password", param_hint="--password")
+    _check_password(password, "give a password")
     user.password_hash = generate_password_hash(password)
     ended = signin.end_all(session, user)
     signin.forget_failures(session, user.email)

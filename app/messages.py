@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.models import Event, Link, Message, User
 from app.privacy.rules import decide
 from app.tracking.hotpath import LINK_PREFIX, PIXEL_PREFIX
-from app.tracking.rewrite import Rewritten, rewrite
+from app.tracking.rewrite import Rewritten, TooManyLinks, rewrite
 from app.tracking.tokens import new_token
 
 # A one-to-one email has a handful of links; thousands mean a mistake or an abuse.
@@ -82,23 +83,31 @@ def register_message(
 
     pixel = pixel_url(public_url, message.token) if message.track_opens else None
     if tracking.opens or tracking.links:
-        rewritten = rewrite(
-            data.get("html"),
-            data.get("text"),
-            pixel_url=pixel,
-            link_for=link_for if message.track_links else None,
-            rewrite_text_links=message.track_links
-            and data.get("track_text_links", False),
-        )
+        rewritten = _tracked(data, pixel, link_for if message.track_links else None)
     else:
         rewritten = Rewritten(data.get("html"), data.get("text"), [])
-    if len(links) > MAX_LINKS:
-        raise ValidationError(
-            {"html": [f"Track at most {MAX_LINKS} distinct links in one message."]}
-        )
     message.links = links
     session.flush()
     return Registered(message, rewritten, pixel)
+
+
+def _tracked(
+    data: dict[str, Any], pixel: str | None, link_for: Callable[[str], str] | None
+) -> Rewritten:
+    """The message's HTML and text with tracking added, or a 422 for too many links."""
+    try:
+        return rewrite(
+            data.get("html"),
+            data.get("text"),
+            pixel_url=pixel,
+            link_for=link_for,
+            rewrite_text_links=data.get("track_text_links", False),
+            max_links=MAX_LINKS,
+        )
+    except TooManyLinks as exc:
+        raise ValidationError(
+            {"html": [f"Track at most {exc.limit} distinct links in one message."]}
+        ) from exc
 
 
 def find_message(session: Session, org_id: int, public_id: str) -> Message | None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
 
 from tests.conftest import DATA, PUBLIC_URL, Account
+
+MESSAGE: dict[str, Any] = {"subject": "s", "to": ["a@x.test"], "text": "t"}
+RULE: dict[str, Any] = {
+    "name": "Nudge",
+    "trigger": {"type": "nth_open", "count": 2},
+    "actions": [{"type": "reminder"}],
+}
 
 
 def test_register_real_template_returns_tracked_html_and_links(
@@ -69,6 +78,47 @@ def test_a_body_that_is_not_json_gets_400_not_500(account: Account) -> None:
     listed = account.post("/api/v1/messages", json=[1, 2])
     assert listed.status_code == 400
     assert "JSON object" in listed.get_json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [("null", "null"), ("[]", "an array"), ("3", "a number"), ('"hi"', "a string")],
+)
+def test_a_json_body_that_is_not_an_object_is_told_so(
+    account: Account, body: str, kind: str
+) -> None:
+    response = account.post(
+        "/api/v1/messages", data=body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.get_json()["message"] == (
+        f"The request body must be a JSON object, not {kind}."
+    )
+
+
+def _chunked(account: Account, body: bytes) -> Any:
+    """Post a body as a server that reads chunked requests hands it on: no length."""
+    return account.client.post(
+        "/api/v1/messages",
+        input_stream=io.BytesIO(body),
+        headers={
+            **account.headers,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_body_over_the_limit_gets_413_like_one_with_a_length(
+    account: Account,
+) -> None:
+    big = json.dumps({**MESSAGE, "text": "x" * 5_000_000}).encode()
+    sized = account.post("/api/v1/messages", data=big, content_type="application/json")
+    chunked = _chunked(account, big)
+    assert sized.status_code == chunked.status_code == 413
+    assert chunked.get_json() == sized.get_json()
+    assert _chunked(account, json.dumps(MESSAGE).encode()).status_code == 201
 
 
 def test_requests_without_a_valid_token_get_401(account: Account) -> None:
@@ -203,6 +253,19 @@ def test_too_many_links_are_refused(account: Account) -> None:
     assert "at most 1000" in response.get_json()["fields"]["html"][0]
 
 
+def test_a_message_with_thousands_of_links_is_refused_with_the_limit(
+    account: Account,
+) -> None:
+    html = "".join(f'<a href="https://x.test/{n}">{n}</a>' for n in range(20_000))
+    body = {"subject": "s", "to": ["a@x.test"], "html": html}
+    response = account.post("/api/v1/messages", json=body)
+    assert response.status_code == 422
+    assert response.get_json()["fields"] == {
+        "html": ["Track at most 1000 distinct links in one message."]
+    }
+    assert account.get("/api/v1/messages").get_json()["total"] == 0
+
+
 def test_a_signed_in_browser_cannot_change_anything_without_the_token(
     account: Account,
 ) -> None:
@@ -254,3 +317,41 @@ def test_a_forwarded_for_that_is_no_address_is_not_kept(
         assert conn.execute(text("SELECT sender_ip FROM messages")).scalars().all() == [
             None
         ]
+
+
+@pytest.mark.parametrize("value", ["yes", "no", 1])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/api/v1/messages", MESSAGE, ["track"]),
+        ("POST", "/api/v1/messages", MESSAGE, ["track_opens"]),
+        ("POST", "/api/v1/messages", MESSAGE, ["track_links"]),
+        ("POST", "/api/v1/messages", MESSAGE, ["track_text_links"]),
+        ("PATCH", "/api/v1/settings/privacy", {}, ["track_eea"]),
+        ("POST", "/api/v1/rules", RULE, ["enabled"]),
+        ("POST", "/api/v1/rules", RULE, ["trigger", "distinct_days"]),
+    ],
+)
+def test_a_boolean_field_takes_only_true_or_false(
+    make_account: Any,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    field: list[str],
+    value: object,
+) -> None:
+    admin = make_account(admin=True)
+    sent = json.loads(json.dumps(body))
+    *parents, name = field
+    inner = sent
+    for parent in parents:
+        inner = inner[parent]
+    inner[name] = value
+
+    response = admin.client.open(path, method=method, headers=admin.headers, json=sent)
+
+    assert response.status_code == 422
+    reasons = response.get_json()["fields"]
+    for part in field:
+        reasons = reasons[part]
+    assert reasons == ["Must be true or false."]

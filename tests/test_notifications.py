@@ -108,3 +108,21 @@ def test_a_strange_resume_id_starts_from_now(account: Account) -> None:
         response = account.get(f"/api/v1/notifications/stream?after={odd}")
         assert response.status_code == 200
         assert "retry:" in response.get_data(as_text=True)
+
+
+def test_the_list_gives_what_came_after_an_id_and_refuses_a_bad_one(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    hit(account.client, created["pixel_url"], headers={"User-Agent": GMAIL})
+    hit(account.client, created["pixel_url"])
+    run_jobs()
+    newer, older = account.get("/api/v1/notifications").get_json()["notifications"]
+
+    after = account.get(f"/api/v1/notifications?after={older['id']}").get_json()
+
+    assert [n["id"] for n in after["notifications"]] == [newer["id"]]
+    for bad in ("abc", "", "-1", "1.5", "99999999999999999999"):
+        response = account.get(f"/api/v1/notifications?after={bad}")
+        assert response.status_code == 422, bad
+        assert list(response.get_json()["fields"]) == ["after"]

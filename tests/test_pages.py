@@ -137,3 +137,31 @@ def test_settings_are_for_admins_only(
 def _csrf(client: FlaskClient) -> str:
     with client.session_transaction() as session:
         return str(session["csrf"])
+
+
+@pytest.mark.parametrize(
+    "path", ["/login", "/", "/settings", "/rules", "/messages/no-such-message"]
+)
+def test_every_page_refuses_to_be_framed(
+    client: FlaskClient, make_account: Callable[..., Account], path: str
+) -> None:
+    make_account("boss@seller.test", org="Seller", admin=True)
+    sign_in(client, "boss@seller.test")
+
+    response = client.get(path)
+
+    assert response.mimetype == "text/html"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_the_tracking_pixel_and_the_api_carry_no_page_headers(
+    account: Account,
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    for response in (
+        hit(account.client, created["pixel_url"]),
+        account.get("/api/v1/messages"),
+    ):
+        assert "X-Frame-Options" not in response.headers
+        assert "Content-Security-Policy" not in response.headers

@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 
 from app.db import Database
 from app.models import CrmConnection, CrmRecord, Event, Message, User
+from app.privacy.rules import DO_NOT_TRACK_REASON
 from tests.conftest import Account
 from tests.test_tracking import hit
 
@@ -243,4 +244,36 @@ def test_erase_through_the_api_stays_within_the_organisation(
     other.send(html=HTML, to=[ANN])
     report = admin.post("/api/v1/privacy/erase", json={"address": ANN}).get_json()
     assert report["messages_deleted"] == 0
-    assert tables_holding(database, ANN) == ["messages"]
+    assert tables_holding(database, ANN) == ["do_not_track", "messages"]
+    assert other.send(html=HTML, to=[ANN])["tracking"]["opens"] is True
+
+
+def test_erasing_a_person_keeps_them_untracked(admin: Account) -> None:
+    admin.send(html=HTML, to=[ANN])
+    report = admin.post("/api/v1/privacy/erase", json={"address": ANN}).get_json()
+    kept = report["kept"]["do_not_track"]
+    assert [(e["value"], e["kind"]) for e in kept] == [(ANN, "address")]
+
+    later = admin.send(html=HTML, to=["ANN@Example.COM"])
+
+    assert later["tracking"] == {
+        "opens": False,
+        "links": False,
+        "reason": DO_NOT_TRACK_REASON,
+    }
+    assert later["html"] == HTML and later["pixel_url"] is None
+
+
+def test_erasing_from_the_command_line_keeps_them_untracked_everywhere(
+    app: Flask, admin: Account, make_account: Callable[..., Account]
+) -> None:
+    other = make_account("admin@other.test", org="Other", admin=True)
+    runner = app.test_cli_runner()
+
+    result = runner.invoke(args=["privacy", "erase", "Ann@Example.com", "--yes"])
+
+    assert result.exit_code == 0, result.output
+    kept = json.loads(result.stdout)["kept"]["do_not_track"]
+    assert sorted(e["organization"] for e in kept) == ["Other", "Seller"]
+    for account in (admin, other):
+        assert account.send(html=HTML, to=[ANN])["tracking"]["opens"] is False

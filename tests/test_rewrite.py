@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from app.tracking.rewrite import PIXEL_TAG, Rewritten, TrackedLink, rewrite
+from app.tracking.rewrite import (
+    PIXEL_TAG,
+    Rewritten,
+    TooManyLinks,
+    TrackedLink,
+    rewrite,
+)
 
 EMAILS = Path(__file__).parent / "data" / "emails"
 PIXEL_URL = "https://t.example/o/0001"
@@ -595,6 +601,42 @@ def test_random_input_never_raises_and_is_untouched_without_tracking() -> None:
 
         assert (tracked.html or "").count(PIXEL) == 1
         assert untouched == Rewritten(source, source, [])
+
+
+def test_too_many_distinct_links_stop_the_rewrite_where_the_limit_is_passed() -> None:
+    source = "".join(
+        f'<a href="https://example.com/{n}">{n}</a>' for n in range(20_000)
+    )
+    recorder = Recorder()
+
+    with pytest.raises(TooManyLinks) as raised:
+        track(source, link_for=recorder, max_links=1000)
+
+    assert raised.value.limit == 1000
+    # Refused at the 1001st destination, with the other 19,000 links never read.
+    assert raised.value.offset == source.index("https://example.com/1000")
+    assert recorder.asked == []
+
+
+def test_links_up_to_the_limit_are_all_tracked_and_repeats_count_once() -> None:
+    source = "".join(f'<a href="https://example.com/{n % 5}">x</a>' for n in range(50))
+
+    result = track(source, max_links=5)
+
+    assert len(result.links) == 5
+
+
+def test_relative_and_text_links_count_toward_the_limit() -> None:
+    html = '<a href="p/1">1</a><a href="p/2">2</a><base href="https://example.com/">'
+    text = "https://example.com/a and https://example.com/b"
+
+    with pytest.raises(TooManyLinks) as relative:
+        track(html, max_links=1)
+    with pytest.raises(TooManyLinks) as in_text:
+        track(None, text, rewrite_text_links=True, max_links=1)
+
+    assert relative.value.offset == html.index("p/2")
+    assert in_text.value.offset == text.index("https://example.com/b")
 
 
 def test_missing_parts_stay_missing() -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from app import signin
 from app.db import Database
-from app.models import ApiToken, PageSession, SignInFailure, utcnow
+from app.models import ApiToken, PageSession, SignInFailure, User, utcnow
 from tests.conftest import Account
 from tests.test_pages import sign_in
 
@@ -326,6 +326,26 @@ def test_cli_sets_a_password_signs_out_and_unlocks(
     assert sign_in(client, account.email, "new battery staple").status_code == 302
 
 
+def test_a_password_shorter_than_8_characters_is_refused(
+    app: Flask, client: FlaskClient, account: Account, database: Database
+) -> None:
+    runner = app.test_cli_runner()
+
+    changed = runner.invoke(
+        args=["user", "password", account.email, "--password", "seven77"]
+    )
+    created = runner.invoke(
+        args=["user", "create", "new@seller.test", "--org", "Seller", "--password", "x"]
+    )
+
+    for result in (changed, created):
+        assert result.exit_code != 0
+        assert "use at least 8 characters" in result.output
+    assert sign_in(client, account.email).status_code == 302
+    with database.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 1
+
+
 def test_cli_revokes_a_users_api_tokens(
     app: Flask, account: Account, make_account: Callable[..., Account]
 ) -> None:
@@ -370,6 +390,7 @@ def test_reading_the_api_notes_when_a_token_was_last_used(
         (["user", "create", "e@seller.test", "--org", "S", "--password", " "], "give"),
         (["user", "create", "f@seller.test", "--org", "S", "--password", ""], "give"),
         (["db", "upgrade", "nosuchrevision"], "nosuchrevision"),
+        (["user", "password", "rep@seller.test", "--password", "x"], "at least 8"),
     ],
 )
 def test_cli_refuses_what_it_cannot_do(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import abort, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
+from werkzeug.exceptions import BadRequest
 
 from app.api import bp
 from app.api.schemas import (
@@ -26,19 +28,21 @@ from app.tracking.hotpath import client_address
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 400 that says what was wrong."""
-    try:
-        body = request.get_json(silent=True)
-        unstorable = _has_unstorable_text(body)
-    except RecursionError:
-        abort(400, "The JSON body is nested too deeply.")
-    if body is None and request.get_data(cache=True) and request.is_json:
-        abort(400, "The request body is not valid JSON.")
-    if not isinstance(body, dict):
+    """The request's JSON object, or a 4xx that says what was wrong."""
+    if not _body_bytes() or not request.is_json:
         abort(
             400,
             "The request body must be a JSON object (Content-Type: application/json).",
         )
+    try:
+        body = request.get_json()
+        unstorable = _has_unstorable_text(body)
+    except RecursionError:
+        abort(400, "The JSON body is nested too deeply.")
+    except BadRequest:
+        abort(400, "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        abort(400, f"The request body must be a JSON object, not {_kind(body)}.")
     if unstorable:
         abort(
             400,
@@ -46,6 +50,26 @@ def json_body() -> dict[str, Any]:
             "an unpaired surrogate (\\u0000, \\ud800-\\udfff).",
         )
     return body
+
+
+def _body_bytes() -> bytes:
+    """The body, or a 413 when a body sent without a length ran past the limit."""
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    # A chunked body is cut short at the limit rather than refused; answer as for a
+    # body whose Content-Length is over the limit.
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        abort(413)
+    return data
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, as the JSON standard names it."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else "a number"
 
 
 def _has_unstorable_text(value: Any) -> bool:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from app.api import bp
 from app.api.messages import signed_in
+from app.api.schemas import NotificationArgsSchema
 from app.auth import api_auth
 from app.db import Database
 from app.extensions import database, db_session, notifier
@@ -151,14 +152,15 @@ def notification_stream() -> ResponseReturnValue:
 @bp.get("/notifications")
 @api_auth
 def list_notifications() -> ResponseReturnValue:
-    """The caller's most recent notifications, newest first."""
+    """The caller's most recent notifications (after the id ``after``), newest first."""
+    after = NotificationArgsSchema().load(request.args)["after"]
     user = signed_in()
     rows = (
         db_session()
         .execute(
             select(Notification, Message.public_id)
             .join(Message, Message.id == Notification.message_id)
-            .where(Notification.user_id == user.id)
+            .where(Notification.user_id == user.id, Notification.id > after)
             .order_by(Notification.id.desc())
             .limit(50)
         )

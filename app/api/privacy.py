@@ -106,7 +106,7 @@ def erase_person() -> ResponseReturnValue:
     """Delete what the organisation holds about an address; list what the CRMs hold."""
     user = admin("erase a person's data")
     address = normalise(AddressSchema().load(json_body())["address"])
-    report = person.erase_person(db_session(), address, user.org_id)
+    report = person.erase_person(db_session(), address, user.org_id, user.id)
     db_session().commit()
     logger.info(
         "person erased org_id=%s user_id=%s messages_deleted=%d events_deleted=%d "

@@ -13,6 +13,7 @@ from app.api import bp
 from app.api.messages import json_body, own_message, signed_in
 from app.api.schemas import Timestamp
 from app.auth import api_auth
+from app.boundary import JsonBoolean
 from app.extensions import db_session
 from app.followups import service
 from app.followups.models import FollowUpRule
@@ -25,7 +26,7 @@ PATCHABLE = ("name", "enabled", "scope", "trigger", "actions")
 class RuleOutSchema(Schema):
     id = fields.Integer()
     name = fields.String()
-    enabled = fields.Boolean()
+    enabled = JsonBoolean()
     scope = fields.String()
     trigger = fields.Dict()
     actions = fields.List(fields.Dict())

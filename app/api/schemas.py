@@ -15,6 +15,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from app.boundary import MAX_ID, JsonBoolean
+
 MAX_BODY = 2 * 1024 * 1024
 MAX_RECIPIENTS = 500
 
@@ -71,10 +73,10 @@ class MessageCreateSchema(Schema):
     html = fields.String(load_default=None, validate=validate.Length(max=MAX_BODY))
     text = fields.String(load_default=None, validate=validate.Length(max=MAX_BODY))
     # False: neither pixel nor tracked links (the same as both switches below off).
-    track = fields.Boolean(load_default=True)
-    track_opens = fields.Boolean(load_default=True)
-    track_links = fields.Boolean(load_default=True)
-    track_text_links = fields.Boolean(load_default=False)
+    track = JsonBoolean(load_default=True)
+    track_opens = JsonBoolean(load_default=True)
+    track_links = JsonBoolean(load_default=True)
+    track_text_links = JsonBoolean(load_default=False)
     sent_at = Timestamp(load_default=None)
 
     @validates_schema(skip_on_field_errors=False)
@@ -101,8 +103,8 @@ class LinkSchema(Schema):
 class TrackingSchema(Schema):
     """Whether a message has a pixel and tracked links, and why not if it does not."""
 
-    opens = fields.Boolean()
-    links = fields.Boolean()
+    opens = JsonBoolean()
+    links = JsonBoolean()
     reason = fields.String(allow_none=True)
 
 
@@ -138,8 +140,8 @@ class MessageSchema(Schema):
     first_opened_at = fields.DateTime(attribute="first_open_at", allow_none=True)
     last_opened_at = fields.DateTime(attribute="last_open_at", allow_none=True)
     replied_at = fields.DateTime(allow_none=True)
-    track_opens = fields.Boolean()
-    track_links = fields.Boolean()
+    track_opens = JsonBoolean()
+    track_links = JsonBoolean()
     tracking = fields.Function(tracking_of)
 
 
@@ -159,6 +161,18 @@ class PageArgsSchema(Schema):
     per_page = fields.Integer(load_default=25, validate=validate.Range(min=1, max=100))
 
 
+class NotificationArgsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = fields.Integer(
+        load_default=0,
+        validate=validate.Range(
+            min=0, max=MAX_ID, error="Give a notification id from {min} to {max}."
+        ),
+    )
+
+
 class LocationSchema(Schema):
     country = fields.String(allow_none=True)
     region = fields.String(allow_none=True)
@@ -176,10 +190,10 @@ class EventSchema(Schema):
     type = fields.String()
     occurred_at = fields.DateTime()
     classification = fields.String()
-    counted = fields.Boolean()
+    counted = JsonBoolean()
     reasons = fields.List(fields.String())
-    implied = fields.Boolean()
-    possible_forward = fields.Boolean()
+    implied = JsonBoolean()
+    possible_forward = JsonBoolean()
     recipient = fields.String(allow_none=True)
     recipient_label = fields.String()
     location = fields.Nested(LocationSchema, allow_none=True)

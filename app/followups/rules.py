@@ -15,6 +15,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from app.boundary import JsonBoolean
+
 TRIGGERS = {
     "first_open": "First counted open",
     "nth_open": "Nth counted open",
@@ -76,7 +78,7 @@ class TriggerSchema(Schema):
         load_default=None,
         validate=validate.Range(min=2, max=50, error="Give a number from 2 to 50."),
     )
-    distinct_days = fields.Boolean(load_default=False)
+    distinct_days = JsonBoolean(load_default=False)
     url_pattern = fields.String(
         load_default=None, validate=validate.Length(max=500, error="At most 500.")
     )
@@ -157,7 +159,7 @@ class RuleSchema(Schema):
         required=True,
         validate=validate.Length(min=1, max=200, error="Between 1 and 200 characters."),
     )
-    enabled = fields.Boolean(load_default=True)
+    enabled = JsonBoolean(load_default=True)
     scope = fields.String(
         load_default="personal",
         validate=validate.OneOf(

@@ -30,7 +30,8 @@ from app.models import (
     Organization,
     User,
 )
-from app.privacy.rules import lookup_keys, normalise
+from app.privacy.rules import list_key, lookup_keys, normalise
+from app.privacy.settings import add_entry
 
 _EVENT_FIELDS = (
     "type",
@@ -283,13 +284,31 @@ def _leave_shared(
     }
 
 
+def _keep_untracked(
+    session: Session, address: str, org_id: int | None, user_id: int | None
+) -> None:
+    """Put the address on the do-not-track list of each organisation erased from."""
+    # The ASCII form is how the list keeps an address; an international domain can
+    # make it too long for the column, and the Unicode form is looked up as well.
+    value = next((v for v in (list_key(address), address) if len(v) <= 320), None)
+    if value is None:
+        return  # longer than any address a message can be registered to
+    everywhere = select(Organization.id).order_by(Organization.id)
+    org_ids = [org_id] if org_id is not None else list(session.scalars(everywhere))
+    for org in org_ids:
+        add_entry(session, org, {"value": value, "kind": "address"}, user_id)
+
+
 def erase_person(
-    session: Session, address: str, org_id: int | None = None
+    session: Session,
+    address: str,
+    org_id: int | None = None,
+    user_id: int | None = None,
 ) -> dict[str, Any]:
     """Delete what is held about an address here; report what the CRMs still hold.
 
-    The caller commits. The do-not-track entries that cover the address are kept
-    (removing them would let tracking start again) and listed in the report.
+    The caller commits. A do-not-track entry for the address is added where there
+    was none and kept (without it tracking would start again); the report lists it.
     """
     address = normalise(address)
     messages = find_messages(session, address, org_id)
@@ -298,6 +317,7 @@ def erase_person(
     shared = [m for m in messages if not _is_only_recipient(m, address)]
     deleted = _delete_messages(session, [m.id for m in only])
     left = _leave_shared(session, shared, address)
+    _keep_untracked(session, address, org_id, user_id)
     session.flush()
     return {
         "address": address,

@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.boundary import JsonBoolean
 from app.models import DoNotTrack, Organization
 from app.privacy.rules import list_key
 
@@ -59,7 +60,7 @@ class PrivacySettingsSchema(Schema):
     )
     raw_retention_days = _days(3650)
     event_retention_days = _days(36500)
-    track_eea = fields.Boolean()
+    track_eea = JsonBoolean()
 
 
 class PrivacySettingsViewSchema(Schema):
@@ -67,7 +68,7 @@ class PrivacySettingsViewSchema(Schema):
     location_precision = fields.String()
     raw_retention_days = fields.Integer(allow_none=True)
     event_retention_days = fields.Integer(allow_none=True)
-    track_eea = fields.Boolean()
+    track_eea = JsonBoolean()
 
 
 def _valid_domain(domain: str) -> bool:

@@ -71,6 +71,16 @@ class TrackedLink:
     tracked_url: str
 
 
+class TooManyLinks(ValueError):
+    """A message holds more distinct destinations than may be tracked in one."""
+
+    def __init__(self, limit: int, offset: int) -> None:
+        super().__init__(f"more than {limit} distinct links, passed at offset {offset}")
+        self.limit = limit
+        # Where in the HTML or text the destination over the limit was found.
+        self.offset = offset
+
+
 @dataclass(frozen=True)
 class Rewritten:
     """The message as it will be sent, and the links tracked in it."""
@@ -87,9 +97,14 @@ def rewrite(
     pixel_url: str | None,
     link_for: Callable[[str], str] | None,
     rewrite_text_links: bool = False,
+    max_links: int | None = None,
 ) -> Rewritten:
-    """Return the message with its links tracked and the open pixel added."""
-    book = _LinkBook(link_for) if link_for is not None else None
+    """Return the message with its links tracked and the open pixel added.
+
+    With ``max_links``, raise ``TooManyLinks`` as soon as more distinct destinations
+    than that are found, without reading the rest of the message.
+    """
+    book = _LinkBook(link_for, max_links) if link_for is not None else None
     new_html = None if html is None else _rewrite_html(html, pixel_url, book)
     new_text = text
     if text is not None and book is not None and rewrite_text_links:
@@ -100,13 +115,16 @@ def rewrite(
 class _LinkBook:
     """Asks for one tracked URL per distinct destination and keeps first-seen order."""
 
-    def __init__(self, link_for: Callable[[str], str]) -> None:
+    def __init__(self, link_for: Callable[[str], str], limit: int | None) -> None:
         self._link_for = link_for
+        self.limit = limit
         self._tracked: dict[str, str] = {}
 
-    def tracked(self, destination: str) -> str:
+    def tracked(self, destination: str, offset: int) -> str:
         """Return the tracked URL for a destination, asking for it only once."""
         if destination not in self._tracked:
+            if self.limit is not None and len(self._tracked) >= self.limit:
+                raise TooManyLinks(self.limit, offset)
             self._tracked[destination] = self._link_for(destination)
         return self._tracked[destination]
 
@@ -138,11 +156,26 @@ class _Found:
     hrefs: list[_Href] = field(default_factory=list)
     bases: list[str] = field(default_factory=list)
     body_ends: list[int] = field(default_factory=list)
+    limit: int | None = None
+    absolute: set[str] = field(default_factory=set)
+
+    def add_href(self, href: _Href, value: str) -> None:
+        """Record an href; stop the scan once too many destinations are certain."""
+        self.hrefs.append(href)
+        if self.limit is None:
+            return
+        # An absolute link leads where it says whatever base comes later, so these
+        # can be counted before the scan ends; relative ones wait for the base.
+        destination = _destination(unescape_attribute(value), None)
+        if destination is not None:
+            self.absolute.add(destination)
+            if len(self.absolute) > self.limit:
+                raise TooManyLinks(self.limit, href.start)
 
 
 def _rewrite_html(source: str, pixel_url: str | None, book: _LinkBook | None) -> str:
     """Return the HTML with tracked hrefs and the pixel spliced in."""
-    found = _Found()
+    found = _Found(limit=None if book is None else book.limit)
     _scan(source, 0, found, top_level=True)
     edits = [] if book is None else list(_href_edits(source, found, book))
     if pixel_url is not None:
@@ -159,8 +192,8 @@ def _href_edits(
     for href in found.hrefs:
         destination = _destination(unescape_attribute(href.raw(source)), base)
         if destination is not None:
-            value = _attribute_value(book.tracked(destination), href.quote)
-            yield href.start, href.end, value
+            tracked = book.tracked(destination, href.start)
+            yield href.start, href.end, _attribute_value(tracked, href.quote)
 
 
 _REFERENCE = re.compile(r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;?)")
@@ -290,8 +323,9 @@ class _Scanner(HTMLParser):
         href = _first_href(tag_text, attrs)
         if href is not None:
             shift = self._origin + at
-            self._found.hrefs.append(
-                _Href(href.start + shift, href.end + shift, href.quote)
+            self._found.add_href(
+                _Href(href.start + shift, href.end + shift, href.quote),
+                href.raw(tag_text),
             )
 
 
@@ -403,15 +437,16 @@ def _is_web_url(url: str) -> bool:
 
 def _rewrite_text(text: str, book: _LinkBook) -> str:
     """Return plain text with its bare http(s) URLs tracked."""
-    return _TEXT_URL.sub(lambda match: _text_replacement(match[0], book), text)
+    return _TEXT_URL.sub(lambda match: _text_replacement(match, book), text)
 
 
-def _text_replacement(candidate: str, book: _LinkBook) -> str:
+def _text_replacement(match: re.Match[str], book: _LinkBook) -> str:
     """Return a matched URL tracked, with any trailing punctuation left outside."""
+    candidate = match[0]
     url = _trim_url(candidate)
     if _is_placeholder(url) or not _is_web_url(url):
         return candidate
-    return book.tracked(url) + candidate[len(url) :]
+    return book.tracked(url, match.start()) + candidate[len(url) :]
 
 
 def _trim_url(url: str) -> str:
