@@ -814,7 +814,7 @@ def phase_lines(phase: Phase, nginx: WrkResult) -> list[str]:
     label = {"open": "pixel", "click": "link"}.get(phase.name, phase.name)
     against = f"{load.rps / nginx.rps:.2f} of nginx"
     if phase.name == "paced":
-        against += ", pixel hits paced"
+        against += ", pixel hits on a timetable"
     return [
         f"{label:5}: {load.rps:,.0f} req/s ({against})  "
         f"p50 {load.p50_ms:.2f} ms  p99 {load.p99_ms:.2f} ms  "
@@ -850,11 +850,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--drain-hits", type=int, default=50_000)
     parser.add_argument("--kill-after", type=float, default=5.0)
     parser.add_argument(
-        "--paced-rate",
+        "--paced",
         type=float,
-        default=0.0,
-        help="hits/s of the paced pixel load, on all connections (default: a "
-        "quarter of nginx's rate in the same run, and 2%% more)",
+        nargs="+",
+        default=[0.25, 0.125],
+        metavar="SHARE",
+        help="a paced pixel load at each of these shares of nginx's rate in the "
+        "same run (and 2%% more), on all connections",
     )
     parser.add_argument(
         "--web",
@@ -916,13 +918,16 @@ def run(args: argparse.Namespace, services: Services) -> int:
         for kind, paths in (("open", "pixel-paths.txt"), ("click", "link-paths.txt")):
             log(f"{kind} load")
             phases.append(run_phase(services, store, args, kind, paths))
-    drain = killed = paced = None
+    drain = killed = None
     if not args.quick:
-        rate = args.paced_rate or nginx.rps / 4 * 1.02
-        log(f"paced pixel load at about {rate:,.0f} hits/s")
-        paced = run_phase(services, store, args, "open", "pixel-paths.txt", rate=rate)
-        paced.name = "paced"
-        phases.append(paced)
+        for share in args.paced:
+            rate = nginx.rps * share * 1.02
+            log(f"paced pixel load at about {rate:,.0f} hits/s")
+            paced = run_phase(
+                services, store, args, "open", "pixel-paths.txt", rate=rate
+            )
+            paced.name = "paced"
+            phases.append(paced)
         log("worker drain")
         drain = measure_drain(services, store, args, phases[0].load.rps)
         log("kill a web process under load")

@@ -41,7 +41,7 @@ from app.presenters import describe_event
 from app.privacy.rules import untracked_message_ids
 from app.tracking.spool import decode
 from workers.context import WorkerContext, current
-from workers.enrich import Location, canonical_address
+from workers.enrich import Device, Location, Network, canonical_address
 from workers.grading import (
     BURST_WINDOW,
     HUMAN,
@@ -82,7 +82,8 @@ class _Target:
         self.link = link
         self.link_id = link.id if link is not None else None
         self.recipients = message.recipients
-        self.recipient = self.recipients[0] if len(self.recipients) == 1 else None
+        only = self.recipients[0] if len(self.recipients) == 1 else None
+        self.recipient = only[:_RECIPIENT_LIMIT] if only else None
         self.ip_policy = org.ip_policy
         self.location_precision = org.location_precision
         sent_at = as_utc(message.sent_at)
@@ -396,7 +397,7 @@ def _row(
     ip_policy = target.ip_policy
     is_proxy = verdict.classification == "proxy"
     location = None if is_proxy else ctx.enricher.location(facts.ip)
-    device = facts.device
+    # What comes of a lookup is cut to fit once per cache entry, not once per hit.
     return _clipped(
         {
             "hit_id": hit["id"] + ("i" if implied else ""),
@@ -415,13 +416,11 @@ def _row(
             "ip": _kept_ip(ip_policy, facts.ip),
             "ip_prefix": network_prefix(facts.ip) if ip_policy != "none" else None,
             "user_agent": (hit.get("ua") or None),
-            "asn": facts.network.asn if facts.network else None,
-            "network": facts.network.org if facts.network else None,
-            "device_client": device.client,
-            "device_os": None if is_proxy else device.os,
-            "device_type": "unknown" if is_proxy else device.type,
+            **_network_columns(facts.network),
+            **_device_columns(facts.device, is_proxy),
             **_kept_location(target.location_precision, location),
-        }
+        },
+        _HIT_LIMITS,
     )
 
 
@@ -434,12 +433,38 @@ _LIMITS = tuple(
 )
 
 
-def _clipped(row: dict[str, Any]) -> dict[str, Any]:
-    for name, limit in _LIMITS:
-        value = row[name]
+_RECIPIENT_LIMIT = dict(_LIMITS)["recipient"]
+# The columns whose value a hit brings itself, rather than a cached lookup.
+_HIT_LIMITS = tuple((n, k) for n, k in _LIMITS if n in {"hit_id", "method", "ip"})
+
+
+def _clipped(
+    row: dict[str, Any], limits: tuple[tuple[str, int], ...] = _LIMITS
+) -> dict[str, Any]:
+    for name, limit in limits:
+        value = row.get(name)
         if value.__class__ is str and len(value) > limit:
             row[name] = value[:limit]
     return row
+
+
+@functools.lru_cache(maxsize=65536)
+def _network_columns(network: Network | None) -> dict[str, Any]:
+    if network is None:
+        return {"asn": None, "network": None}
+    return _clipped({"asn": network.asn, "network": network.org})
+
+
+@functools.lru_cache(maxsize=8192)
+def _device_columns(device: Device, is_proxy: bool) -> dict[str, Any]:
+    """A proxy's device is the proxy's, not the reader's: only its name is kept."""
+    return _clipped(
+        {
+            "device_client": device.client,
+            "device_os": None if is_proxy else device.os,
+            "device_type": "unknown" if is_proxy else device.type,
+        }
+    )
 
 
 def _kept_ip(policy: str, ip: str | None) -> str | None:
@@ -458,15 +483,18 @@ def _network_address(ip: str) -> str | None:
     return str(ipaddress.ip_network(prefix).network_address) if prefix else None
 
 
+@functools.lru_cache(maxsize=65536)
 def _kept_location(precision: str, location: Location | None) -> dict[str, Any]:
     if location is None:
         return {"country": None, "country_code": None, "region": None, "city": None}
-    return {
-        "country": location.country,
-        "country_code": location.country_code,
-        "region": location.region if precision in {"city", "region"} else None,
-        "city": location.city if precision == "city" else None,
-    }
+    return _clipped(
+        {
+            "country": location.country,
+            "country_code": location.country_code,
+            "region": location.region if precision in {"city", "region"} else None,
+            "city": location.city if precision == "city" else None,
+        }
+    )
 
 
 def _insert(
