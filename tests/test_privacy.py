@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
 from app.db import Database
-from app.models import Event, Message
+from app.models import DoNotTrack, Event, Message, Organization
 from app.privacy.rules import in_eea_or_uk
 from tests.conftest import ROOT, Account, worker_env
 from tests.test_tracking import LINKOPING, hit
@@ -251,6 +251,25 @@ def test_an_international_domain_is_listed_in_either_spelling(rep: Account) -> N
     assert rep.send(html=HTML, to=["x@Bücher.de"])["pixel_url"] is None
     assert rep.send(html=HTML, to=["x@münchen.de"])["pixel_url"] is None
     assert rep.send(html=HTML, to=["x@buecher.de"])["pixel_url"] is not None
+
+
+def test_a_domain_with_sharp_s_is_listed_in_every_spelling(rep: Account) -> None:
+    rep.post("/api/v1/privacy/do-not-track", json={"value": "straße.de"})
+    rep.post("/api/v1/privacy/do-not-track", json={"value": "xn--fu-hia.de"})
+    assert rep.send(html=HTML, to=["x@xn--strae-oqa.de"])["pixel_url"] is None
+    assert rep.send(html=HTML, to=["x@Straße.de"])["pixel_url"] is None
+    assert rep.send(html=HTML, to=["x@fuß.de"])["pixel_url"] is None
+    # Since IDNA 2008, strasse.de is a domain of its own.
+    assert rep.send(html=HTML, to=["x@strasse.de"])["pixel_url"] is not None
+
+
+def test_an_entry_kept_in_the_older_spelling_still_covers_the_domain(
+    rep: Account, database: Database
+) -> None:
+    with database.begin() as session:
+        org_id = session.scalar(select(Organization.id))
+        session.add(DoNotTrack(org_id=org_id, value="strasse.de", kind="domain"))
+    assert rep.send(html=HTML, to=["x@straße.de"])["pixel_url"] is None
 
 
 def test_a_recipient_listed_after_sending_is_not_tracked_any_more(

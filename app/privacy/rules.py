@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import idna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -71,6 +72,16 @@ def list_key(value: str) -> str:
 
 
 def _ascii_domain(domain: str) -> str:
+    """The ASCII form as mail and browsers spell it today (IDNA 2008, UTS #46)."""
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return _ascii_domain_2003(domain)
+
+
+def _ascii_domain_2003(domain: str) -> str:
+    """The older ASCII form, which maps ``ß`` to ``ss``: ``straße.de`` as
+    ``strasse.de``. Python's own codec, and how earlier entries were kept."""
     try:
         return domain.encode("idna").decode("ascii")
     except UnicodeError:
@@ -79,9 +90,12 @@ def _ascii_domain(domain: str) -> str:
 
 def _unicode_domain(domain: str) -> str:
     try:
-        return domain.encode("ascii").decode("idna")
-    except UnicodeError:
-        return domain
+        return idna.decode(domain)
+    except (idna.IDNAError, UnicodeError):
+        try:
+            return domain.encode("ascii").decode("idna")
+        except UnicodeError:
+            return domain
 
 
 def domain_of(address: str) -> str:
@@ -91,27 +105,31 @@ def domain_of(address: str) -> str:
 def lookup_keys(address: str) -> list[str]:
     """The list entries that would cover an address: itself and each of its domains.
 
-    Each in its ASCII form and, for entries kept before domains were stored that way,
-    its Unicode form.
+    Each in its ASCII form, in the older ASCII form where that differs (an entry
+    ``straße.de`` made either way covers the address), and, for entries kept before
+    domains were stored in ASCII, its Unicode form.
     """
-    address = list_key(address)
-    local, at, domain = address.rpartition("@")
-    labels = domain.split(".")
-    domains = [".".join(labels[i:]) for i in range(len(labels) - 1)]
-    keys = [address, *domains]
-    spelled = [f"{local}{at}{_unicode_domain(domain)}"]
-    spelled += [_unicode_domain(name) for name in domains]
+    normal = normalise(address)
+    keys = _with_domains(list_key(normal))
+    local, at, domain = normal.rpartition("@")
+    keys += _with_domains(f"{local}{at}{_ascii_domain_2003(domain)}")
+    spelled = []
+    for key in keys:
+        head, sign, name = key.rpartition("@")
+        spelled.append(f"{head}{sign}{_unicode_domain(name)}")
     return list(dict.fromkeys([*keys, *spelled]))
+
+
+def _with_domains(address: str) -> list[str]:
+    """The address and each domain above it: ``a@eu.example.org``, ``eu.example.org``,
+    ``example.org``."""
+    labels = address.rpartition("@")[2].split(".")
+    return [address, *(".".join(labels[i:]) for i in range(len(labels) - 1))]
 
 
 def in_eea_or_uk(address: str) -> bool:
     """True when the address's domain ends in an EEA or UK country-code TLD."""
-    tld = domain_of(address).rpartition(".")[2]
-    try:
-        tld = tld.encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    return tld in EEA_UK_TLDS
+    return domain_of(address).rpartition(".")[2] in EEA_UK_TLDS
 
 
 def listed(session: Session, org_id: int, recipients: Iterable[str]) -> bool:
