@@ -109,7 +109,7 @@ def test_hits_answered_while_redis_is_down_are_stored_after_it_returns(
     pixel = path_of(account.send(html="<p>Hi</p>")["pixel_url"])
     for _ in range(20):
         assert account.client.get(pixel).status_code == 200
-    wait_for(lambda: _queued(own_redis) or _stored(app) == 20)
+    app.extensions["trailmark.spool"].flush()
     _drain(app, own_redis.url)
     assert _stored(app) == 20
 
@@ -141,7 +141,7 @@ _WRITER = textwrap.dedent(
     def refuse(hits):
         raise RuntimeError("queue unreachable")
 
-    spool = Spool(sys.argv[1], refuse, interval=3600)
+    spool = Spool(sys.argv[1], refuse, background=False)
     for n in range(int(sys.argv[3])):
         spool.append({"id": f"{n:032x}", "kind": "open", "token": "t", "at": 1.0})
     print("written", flush=True)
@@ -158,7 +158,9 @@ def test_a_killed_processs_spool_is_shipped_by_another(tmp_path: Path) -> None:
     )
     assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
     shipped: list[dict[str, Any]] = []
-    survivor = Spool(str(directory), lambda b: shipped.extend(decode(b)), interval=3600)
+    survivor = Spool(
+        str(directory), lambda b: shipped.extend(decode(b)), background=False
+    )
     survivor.append({"id": "s" * 32, "kind": "open", "token": "t", "at": 2.0})
     assert survivor.ship_orphans() == 0  # the writer is alive and holds its lock
 
@@ -203,7 +205,7 @@ def test_shipping_resumes_after_the_last_committed_batch(tmp_path: Path) -> None
             raise ConnectionError("down")
         batches.append(decode(block))
 
-    spool = Spool(str(tmp_path), sink, interval=3600, batch_size=10)
+    spool = Spool(str(tmp_path), sink, background=False, batch_size=10)
     for n in range(25):
         spool.append({"id": str(n)})
     with pytest.raises(ConnectionError):
@@ -218,7 +220,7 @@ def test_shipping_resumes_after_the_last_committed_batch(tmp_path: Path) -> None
 
 def test_a_torn_last_line_is_not_shipped_until_complete(tmp_path: Path) -> None:
     shipped: list[dict[str, Any]] = []
-    spool = Spool(str(tmp_path), lambda b: shipped.extend(decode(b)), interval=3600)
+    spool = Spool(str(tmp_path), lambda b: shipped.extend(decode(b)), background=False)
     spool.append({"id": "a"})
     assert spool._current is not None
     import os
@@ -240,7 +242,7 @@ def test_a_part_filled_batch_grows_while_the_workers_are_behind(
     spool = Spool(
         str(tmp_path),
         lambda block: batches.append(decode(block)),
-        interval=3600,
+        background=False,
         batch_size=10,
         backlog=lambda: queued["jobs"],
         max_wait=3600,
@@ -273,7 +275,7 @@ def test_hits_that_arrive_while_a_batch_ships_wait_to_fill_the_next_one(
         batches.append(decode(block))
         spool.append({"id": f"late-{len(batches)}"})  # a request answered meanwhile
 
-    spool = Spool(str(tmp_path), ship, interval=3600, batch_size=3)
+    spool = Spool(str(tmp_path), ship, background=False, batch_size=3)
     for n in range(5):
         spool.append({"id": str(n)})
     spool.flush()
@@ -291,7 +293,7 @@ def test_a_held_batch_is_shipped_after_the_longest_wait(tmp_path: Path) -> None:
     spool = Spool(
         str(tmp_path),
         lambda block: batches.append(decode(block)),
-        interval=3600,
+        background=False,
         backlog=lambda: 50,
         max_wait=0.2,
     )
@@ -314,7 +316,7 @@ def test_a_shipped_file_is_replaced_and_deleted_within_seconds(
     monkeypatch.setattr(spool_module, "_ROTATE_SECONDS", 0.0)
     monkeypatch.setattr(spool_module, "_RETIRE_GRACE", 0.2)
     shipped: list[dict[str, Any]] = []
-    spool = Spool(str(tmp_path), lambda b: shipped.extend(decode(b)), interval=3600)
+    spool = Spool(str(tmp_path), lambda b: shipped.extend(decode(b)), background=False)
     spool.append({"id": "a", "ip": "81.2.69.142"})
     first = spool._current
     assert first is not None

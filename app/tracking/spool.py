@@ -141,6 +141,7 @@ class Spool:
         batch_size: int = 1000,
         backlog: Backlog | None = None,
         max_wait: float = 0.5,
+        background: bool = True,
     ) -> None:
         self.directory = directory
         self.sink = sink
@@ -148,6 +149,8 @@ class Spool:
         self.batch_size = batch_size
         self.backlog = backlog
         self.max_wait = max_wait
+        # Without a thread of its own, the caller ships (``ship_due``, ``flush``).
+        self.background = background
         self._line_bytes: float | None = None  # learnt from the first batch shipped
         self._shipped_at = time.monotonic()
         self._pid = -1
@@ -183,8 +186,9 @@ class Spool:
             self._retired = []  # a forked child leaves its parent's files alone
             self._pid = os.getpid()
             self._stopping = False
-            thread = threading.Thread(target=self._run, name="spool", daemon=True)
-            thread.start()
+            if self.background:
+                thread = threading.Thread(target=self._run, name="spool", daemon=True)
+                thread.start()
 
     def _open_new(self) -> SpoolFile:
         name = f"hits-{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.log"
