@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.models import Event, Link, Message, User
+from app.models import CrmRecord, Event, Link, Message, Notification, User
 from app.privacy.rules import decide
 from app.tracking.hotpath import LINK_PREFIX, PIXEL_PREFIX
 from app.tracking.rewrite import Rewritten, TooManyLinks, rewrite
@@ -130,3 +130,56 @@ def events_of(
         .order_by(*(column.desc() for column in order) if newest_first else order)
     )
     return list(session.scalars(query))
+
+
+def delete_messages(session: Session, ids: list[int]) -> dict[str, int]:
+    """Delete messages and everything hanging off them; return the row counts.
+
+    Events and notifications carry no foreign keys (a batch of hits would check each
+    row), so they are deleted here. The messages are locked first: a batch of hits
+    being stored holds them (FOR KEY SHARE) until it commits, so its events are there
+    to delete once the lock is had, and a later batch finds no message to store for.
+    """
+    if not ids:
+        return {"messages": 0, "events": 0}
+    lock = select(Message.id).where(Message.id.in_(ids)).order_by(Message.id)
+    session.execute(lock.with_for_update())
+    delete_notifications_of(session, select(Event.id).where(Event.message_id.in_(ids)))
+    session.execute(
+        delete(Notification).where(
+            Notification.event_id.is_(None), Notification.message_id.in_(ids)
+        )
+    )
+    events = session.execute(delete(Event).where(Event.message_id.in_(ids)))
+    session.execute(delete(CrmRecord).where(CrmRecord.message_id.in_(ids)))
+    session.execute(delete(Link).where(Link.message_id.in_(ids)))
+    messages = session.execute(delete(Message).where(Message.id.in_(ids)))
+    return {
+        "messages": getattr(messages, "rowcount", 0),
+        "events": getattr(events, "rowcount", 0),
+    }
+
+
+def hold_messages(session: Session, ids: Iterable[int]) -> set[int]:
+    """Hold messages against deletion until the transaction ends; return those left.
+
+    For whatever stores events or notifications of a message (which carry no foreign
+    key): a delete waits for the holder to commit, and a holder that comes after a
+    delete finds the message gone. Taken in id order, as deleting does, so that the
+    two never wait for each other.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    query = (
+        select(Message.id)
+        .where(Message.id.in_(wanted))
+        .order_by(Message.id)
+        .with_for_update(key_share=True, read=True)
+    )
+    return set(session.scalars(query))
+
+
+def delete_notifications_of(session: Session, event_ids: Select[int]) -> None:
+    """Delete the notifications that events made, before the events themselves go."""
+    session.execute(delete(Notification).where(Notification.event_id.in_(event_ids)))

@@ -238,12 +238,12 @@ class Event(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # The hit's own id: storing a hit twice is a no-op.
     hit_id: Mapped[str] = mapped_column(String(40), unique=True)
-    message_id: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE")
-    )
-    link_id: Mapped[int | None] = mapped_column(
-        ForeignKey("links.id", ondelete="SET NULL")
-    )
+    # No foreign keys here or in notifications: a batch of hits locks its messages
+    # once instead of a check per row, and whatever deletes a message locks it and
+    # deletes its events and notifications itself (app.messages: hold_messages and
+    # delete_messages).
+    message_id: Mapped[int] = mapped_column(Integer)
+    link_id: Mapped[int | None] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(8))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -269,22 +269,29 @@ class Event(Base):
     device_type: Mapped[str] = mapped_column(String(16), default="unknown")
     raw_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    link: Mapped[Link | None] = relationship()
+    link: Mapped[Link | None] = relationship(
+        primaryjoin="foreign(Event.link_id) == Link.id", viewonly=True
+    )
 
 
 class Notification(Base):
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_user_id", "user_id", "id"),)
+    __table_args__ = (
+        Index("ix_notifications_user_id", "user_id", "id"),
+        # Reminders are deleted with their message; the others with their event.
+        Index(
+            "ix_notifications_reminders",
+            "message_id",
+            postgresql_where=text("event_id IS NULL"),
+            sqlite_where=text("event_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    message_id: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE")
-    )
+    user_id: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[int] = mapped_column(Integer)
     # None for a follow-up reminder, which no single event caused.
-    event_id: Mapped[int | None] = mapped_column(
-        ForeignKey("events.id", ondelete="CASCADE"), unique=True
-    )
+    event_id: Mapped[int | None] = mapped_column(Integer, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     title: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(String(500))

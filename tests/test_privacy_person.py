@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -10,9 +12,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import CrmConnection, CrmRecord, Event, Message, User
+from app.messages import hold_messages
+from app.models import CrmConnection, CrmRecord, Event, Message, Notification, User
 from app.privacy.rules import DO_NOT_TRACK_REASON
 from tests.conftest import Account
 from tests.test_tracking import hit
@@ -277,3 +281,81 @@ def test_erasing_from_the_command_line_keeps_them_untracked_everywhere(
     assert sorted(e["organization"] for e in kept) == ["Other", "Seller"]
     for account in (admin, other):
         assert account.send(html=HTML, to=[ANN])["tracking"]["opens"] is False
+
+
+def _wait_for_a_lock_wait(database: Database) -> None:
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()"
+    )
+    deadline = time.monotonic() + 10
+    with database.engine.connect() as probe:
+        while not probe.execute(waiting).scalar() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def _store_an_event(session: Session, message_id: int, user_id: int) -> None:
+    """What a batch of hits writes for one counted open: an event, a notification."""
+    event = Event(
+        hit_id="held-batch",
+        message_id=message_id,
+        type="open",
+        occurred_at=datetime.now(UTC),
+        classification="human",
+        counted=True,
+        reasons=[],
+        recipient=ANN,
+        ip="89.160.20.112",
+        device_type="desktop",
+    )
+    session.add(event)
+    session.flush()
+    session.add(
+        Notification(
+            user_id=user_id,
+            message_id=message_id,
+            event_id=event.id,
+            title=f"{ANN} opened",
+            body="in Linköping",
+        )
+    )
+
+
+def test_an_erase_waits_for_hits_being_stored_and_deletes_them_too(
+    admin: Account, database: Database
+) -> None:
+    sent = admin.send(html=HTML, to=[ANN])
+    with database.session_factory() as session:
+        message = session.scalars(select(Message)).one()
+        message_id, user_id = message.id, message.user_id
+    batch = database.session_factory()
+    assert hold_messages(batch, [message_id]) == {message_id}  # a batch has begun
+    answers: list[Any] = []
+    erase = threading.Thread(
+        target=lambda: answers.append(
+            admin.post("/api/v1/privacy/erase", json={"address": ANN})
+        )
+    )
+    erase.start()
+    _wait_for_a_lock_wait(database)
+    assert erase.is_alive()  # the erase waits for the batch to commit
+    _store_an_event(batch, message_id, user_id)
+    batch.commit()
+    batch.close()
+    erase.join(timeout=10)
+
+    assert answers[0].status_code == 200
+    assert answers[0].get_json()["events_deleted"] == 1
+    assert tables_holding(database, ANN) == ["do_not_track"]
+    assert admin.get(f"/api/v1/messages/{sent['id']}").status_code == 404
+
+
+def test_hits_stored_after_an_erase_find_no_message(
+    admin: Account, database: Database
+) -> None:
+    admin.send(html=HTML, to=[ANN])
+    with database.session_factory() as session:
+        message_id = session.scalars(select(Message.id)).one()
+    assert admin.post("/api/v1/privacy/erase", json={"address": ANN}).status_code == 200
+    with database.session_factory() as session:
+        assert hold_messages(session, [message_id]) == set()

@@ -72,6 +72,18 @@ def bulk_insert(database: Database, org_id: int, user_id: int) -> None:
             ),
             {"user": user_id},
         )
+        # A follow-up reminder on every message: notifications without an event.
+        conn.execute(
+            text(
+                """
+                INSERT INTO notifications (user_id, message_id, event_id, created_at,
+                    title, body)
+                SELECT :user, m.id, NULL, now(), 'Follow up: Hello', 'p@x.test'
+                FROM messages m
+                """
+            ),
+            {"user": user_id},
+        )
 
 
 @pytest.fixture
@@ -121,10 +133,15 @@ def test_retention_on_100000_events_clears_and_deletes_within_a_minute(
         assert session.scalar(select(func.count(Message.id))) == 76
         orphans = select(func.count(Notification.id)).where(
             Notification.event_id.not_in(select(Event.id))
+            | Notification.message_id.not_in(select(Message.id))
         )
         assert session.scalar(orphans) == 0
         # Messages 1..75 each keep the notification of their event h1000, h2000, ...
-        assert session.scalar(select(func.count(Notification.id))) == 75
+        events_notified = Notification.event_id.is_not(None)
+        count = select(func.count(Notification.id))
+        assert session.scalar(count.where(events_notified)) == 75
+        # ... and every message kept (0..75) its reminder.
+        assert session.scalar(count.where(Notification.event_id.is_(None))) == 76
     # Messages 46..75 are older than 90 days: counts and grades stay, raw goes.
     purged = _count(database, Event.raw_purged_at.is_not(None))
     assert purged == 30_000

@@ -39,6 +39,7 @@ from app.followups.triggers import (
     plan_actions,
     recipient_of,
 )
+from app.messages import hold_messages
 from app.models import CrmConnection, CrmRecord, Event, Message, Notification, User
 from integrations.base import (
     Activity,
@@ -286,6 +287,15 @@ def deliver_reminder(action_id: int) -> bool:
     ctx = current()
     now = datetime.now(UTC)
     with ctx.db.begin() as session:
+        message_id = session.scalar(
+            select(FollowUpFiring.message_id)
+            .join(FollowUpAction, FollowUpAction.firing_id == FollowUpFiring.id)
+            .where(FollowUpAction.id == action_id)
+        )
+        # Held before the claim, so that an erase deleting the message either waits
+        # for this notification (and deletes it) or leaves nothing to deliver.
+        if message_id is None or not hold_messages(session, [message_id]):
+            return False
         claimed = session.execute(
             update(FollowUpAction)
             .where(

@@ -36,6 +36,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnClause
 
+from app.messages import hold_messages
 from app.models import Event, Link, Message, Notification, Organization, as_utc
 from app.presenters import describe_event
 from app.privacy.rules import untracked_message_ids
@@ -177,7 +178,11 @@ def _ingest(hits: list[dict[str, Any]]) -> int:
 
 
 def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Target]:
-    """Map each hit's token to its message (and link), skipping unknown tokens."""
+    """Map each hit's token to its message (and link), skipping unknown tokens.
+
+    The messages are held against deletion until the batch commits: one lock a
+    message, where a foreign key would check every event stored.
+    """
     open_tokens = {h["token"] for h in hits if h.get("kind") == "open"}
     link_tokens = {h["token"] for h in hits if h.get("kind") == "click"}
     targets: dict[str, _Target] = {}
@@ -198,9 +203,10 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
         )
         for message, org, link in session.execute(clicks):
             targets[link.token] = _Target(message, org, link)
+    kept = hold_messages(session, {t.message_id for t in targets.values()})
     # A recipient put on the do-not-track list after sending is not tracked either.
-    untracked = untracked_message_ids(session, [t.message for t in targets.values()])
-    return {k: t for k, t in targets.items() if t.message_id not in untracked}
+    kept -= untracked_message_ids(session, [t.message for t in targets.values()])
+    return {k: t for k, t in targets.items() if t.message_id in kept}
 
 
 def _history(

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Select, delete, func, or_, select, update
 
 from app import signin
 from app.db import Database
+from app.messages import delete_messages, delete_notifications_of
 from app.models import Event, Message, Organization
 from workers.context import current
 
@@ -110,7 +111,7 @@ def delete_old(
 ) -> dict[str, int]:
     """Delete the organisation's messages sent, and events that happened, before cutoff.
 
-    Notifications, links and CRM ledger rows go with them (the foreign keys cascade).
+    Notifications, links and CRM ledger rows go with them.
     """
     old_messages = _org_messages(org_id).where(Message.sent_at < cutoff)
     due = (
@@ -118,12 +119,9 @@ def delete_old(
         or_(Event.occurred_at < cutoff, Event.message_id.in_(old_messages)),
     )
     kept = _kept_with_old_events(db, org_id, cutoff)
-    events = _delete_in_batches(db, Event, due, batch_size)
-    messages = _delete_in_batches(
-        db,
-        Message,
-        (Message.org_id == org_id, Message.sent_at < cutoff),
-        batch_size,
+    events = _delete_events(db, due, batch_size)
+    messages = _delete_messages(
+        db, (Message.org_id == org_id, Message.sent_at < cutoff), batch_size
     )
     if kept:
         _recount(db, kept)
@@ -153,22 +151,34 @@ def _kept_with_old_events(db: Database, org_id: int, cutoff: datetime) -> list[i
         return list(session.scalars(query))
 
 
-def _delete_in_batches(
-    db: Database,
-    model: type[Event] | type[Message],
-    where: tuple[ColumnElement[bool], ...],
-    batch_size: int,
+def _delete_events(
+    db: Database, where: tuple[ColumnElement[bool], ...], batch_size: int
 ) -> int:
-    ids = _bounds(db, model.id, *where)
+    """Delete matching events with their notifications, one range of ids at a time."""
+    ids = _bounds(db, Event.id, *where)
     deleted = 0
     for start in range(ids.start, ids.stop, batch_size):
+        batch = (Event.id >= start, Event.id < start + batch_size, *where)
         with db.begin() as session:
+            delete_notifications_of(session, select(Event.id).where(*batch))
             result = session.execute(
-                delete(model)
-                .where(model.id >= start, model.id < start + batch_size, *where)
-                .execution_options(synchronize_session=False)
+                delete(Event).where(*batch).execution_options(synchronize_session=False)
             )
             deleted += getattr(result, "rowcount", 0)
+    return deleted
+
+
+def _delete_messages(
+    db: Database, where: tuple[ColumnElement[bool], ...], batch_size: int
+) -> int:
+    """Delete matching messages with all that hangs off them, a range at a time."""
+    ids = _bounds(db, Message.id, *where)
+    deleted = 0
+    for start in range(ids.start, ids.stop, batch_size):
+        batch = (Message.id >= start, Message.id < start + batch_size, *where)
+        with db.begin() as session:
+            found = list(session.scalars(select(Message.id).where(*batch)))
+            deleted += delete_messages(session, found)["messages"]
     return deleted
 
 

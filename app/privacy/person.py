@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import Text, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.messages import delete_messages, delete_notifications_of
 from app.models import (
     CrmConnection,
     CrmRecord,
     DoNotTrack,
     Event,
-    Link,
     Message,
     Notification,
     Organization,
@@ -233,21 +233,6 @@ def export_person(
     }
 
 
-def _delete_messages(session: Session, ids: list[int]) -> dict[str, int]:
-    """Delete messages and everything hanging off them; return the row counts."""
-    if not ids:
-        return {"messages": 0, "events": 0}
-    session.execute(delete(Notification).where(Notification.message_id.in_(ids)))
-    events = session.execute(delete(Event).where(Event.message_id.in_(ids)))
-    session.execute(delete(CrmRecord).where(CrmRecord.message_id.in_(ids)))
-    session.execute(delete(Link).where(Link.message_id.in_(ids)))
-    messages = session.execute(delete(Message).where(Message.id.in_(ids)))
-    return {
-        "messages": getattr(messages, "rowcount", 0),
-        "events": getattr(events, "rowcount", 0),
-    }
-
-
 def _leave_shared(
     session: Session, messages: list[Message], address: str
 ) -> dict[str, int]:
@@ -262,7 +247,7 @@ def _leave_shared(
     attributed = select(Event.id).where(
         Event.message_id.in_(ids), func.lower(Event.recipient) == address
     )
-    session.execute(delete(Notification).where(Notification.event_id.in_(attributed)))
+    delete_notifications_of(session, attributed)
     events = session.execute(delete(Event).where(Event.id.in_(attributed)))
     cleared = session.execute(
         update(Event)
@@ -315,7 +300,7 @@ def erase_person(
     crm = _crm_records(session, [m.id for m in messages], address)
     only = [m for m in messages if _is_only_recipient(m, address)]
     shared = [m for m in messages if not _is_only_recipient(m, address)]
-    deleted = _delete_messages(session, [m.id for m in only])
+    deleted = delete_messages(session, [m.id for m in only])
     left = _leave_shared(session, shared, address)
     _keep_untracked(session, address, org_id, user_id)
     session.flush()
