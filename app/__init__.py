@@ -6,6 +6,7 @@ import functools
 import logging
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
 
@@ -14,6 +15,7 @@ from app.notify import LocalNotifier, Notifier, RedisNotifier
 from app.tracking.hotpath import LinkCache, TrackingFront
 from app.tracking.spool import Spool
 from config.settings import load
+from integrations.crypto import TokenCipher
 from workers import context
 from workers.queue import Jobs, RqJobs, connect_jobs
 
@@ -48,6 +50,15 @@ def _check_config(app: Flask) -> None:
             "SECRET_KEY is not set. Set it to a long random value, for example the "
             "output of: python -c 'import secrets; print(secrets.token_hex(32))'"
         )
+    public_url = urlsplit(str(app.config.get("PUBLIC_URL") or ""))
+    if public_url.scheme not in {"http", "https"} or not public_url.netloc:
+        raise RuntimeError(
+            "PUBLIC_URL must be the address recipients reach this service at, with "
+            "its scheme, such as https://track.example.com"
+        )
+    if str(app.config.get("TOKEN_ENCRYPTION_KEYS") or "").strip():
+        # Set but unusable would only show when a CRM is connected: say so now.
+        TokenCipher(app.config["TOKEN_ENCRYPTION_KEYS"])
 
 
 def _init_parts(app: Flask) -> None:

@@ -30,6 +30,15 @@ class TextConverter(UnicodeConverter):
         self.regex = self.regex.replace("[^/]", r"[^/\x00-\x1f\x7f]")
 
 
+class WholeNumber(fields.Integer):
+    """A count of something: 1.5 is a mistake to point out, not to round down."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        return int(super()._validated(value))
+
+
 class JsonBoolean(fields.Boolean):
     """JSON true or false, and nothing else: "no", "yes", 0 or 1 is a mistake."""
 

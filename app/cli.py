@@ -9,6 +9,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
@@ -202,6 +203,12 @@ def upgrade(revision: str) -> None:
         command.upgrade(alembic_config(current_app.config["DATABASE_URL"]), revision)
     except CommandError as exc:
         raise click.ClickException(str(exc)) from None
+    except DBAPIError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0][:300]
+        raise click.ClickException(
+            f"The database at DATABASE_URL cannot be used: {reason}. Check that it "
+            "runs, that the database exists and that the URL is right."
+        ) from None
     click.echo("Database schema is up to date.")
 
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -43,12 +44,22 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
+def _checked_engine(url: str) -> Engine:
+    try:
+        return make_engine(url)
+    except (ArgumentError, ImportError) as exc:
+        raise ValueError(
+            f"DATABASE_URL cannot be used ({exc}). Use sqlite:///path/to/file.sqlite3 "
+            "or postgresql://user:password@host/database."
+        ) from None
+
+
 class Database:
     """One engine and a thread-local session registry."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = _checked_engine(url)
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
         self.scoped = scoped_session(self.session_factory)
 

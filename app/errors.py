@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+import redis
+from flask import Flask, current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,11 @@ def validation_error(error: ValidationError) -> ResponseReturnValue:
 def http_error(error: HTTPException) -> ResponseReturnValue:
     """An HTTP error passes through with its own message."""
     code = error.code or 500
+    if code == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+        error.description = (
+            f"The request body is larger than the limit of {limit // 2**20} MiB."
+        )
     if _wants_json():
         body = {"error": (error.name or "error").lower().replace(" ", "_")}
         body["message"] = error.description or error.name
@@ -44,6 +51,40 @@ def http_error(error: HTTPException) -> ResponseReturnValue:
     return render_template("error.html", error=error), code
 
 
+def queue_unreachable(error: redis.RedisError) -> ResponseReturnValue:
+    """503 while Redis does not answer: the request can simply be tried again."""
+    logger.warning(
+        "redis unreachable method=%s path=%s: %s", request.method, request.path, error
+    )
+    return http_error(
+        ServiceUnavailable("The job queue is not answering; try again in a moment.")
+    )
+
+
+def database_unusable(
+    error: OperationalError | ProgrammingError,
+) -> ResponseReturnValue:
+    """503 while the database is unreachable or has no schema yet; else a 500."""
+    if isinstance(error, ProgrammingError) and not _no_schema(error):
+        return unexpected_error(error)
+    logger.error(
+        "database unusable method=%s path=%s: %s",
+        request.method,
+        request.path,
+        str(getattr(error, "orig", error)).splitlines()[0][:300],
+    )
+    if _no_schema(error):
+        message = "The database has no tables yet: run 'flask --app app db upgrade'."
+    else:
+        message = "The database is not answering; try again in a moment."
+    return http_error(ServiceUnavailable(message))
+
+
+def _no_schema(error: Exception) -> bool:
+    text = str(getattr(error, "orig", error)).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
 def unexpected_error(error: Exception) -> ResponseReturnValue:
     """Log the traceback once; answer with a generic 500 that leaks nothing."""
     logger.exception("unhandled error method=%s path=%s", request.method, request.path)
@@ -53,4 +94,7 @@ def unexpected_error(error: Exception) -> ResponseReturnValue:
 def init_app(app: Flask) -> None:
     app.register_error_handler(ValidationError, validation_error)
     app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(redis.RedisError, queue_unreachable)
+    app.register_error_handler(OperationalError, database_unusable)
+    app.register_error_handler(ProgrammingError, database_unusable)
     app.register_error_handler(Exception, unexpected_error)

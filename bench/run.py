@@ -881,6 +881,13 @@ def _stop_on_signal(signum: int, _frame: Any) -> None:
 
 def main() -> int:
     args = parse_args()
+    tools = ("wrk", "nginx", "redis-server")
+    missing = [name for name in tools if not shutil.which(name)]
+    if missing:
+        raise SystemExit(
+            f"The benchmark needs {', '.join(missing)}: apt-get install wrk nginx "
+            "redis-server"
+        )
     # Stopped from outside, still stop every process this run started.
     signal.signal(signal.SIGTERM, _stop_on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="trailmark-bench-"))

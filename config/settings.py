@@ -54,15 +54,23 @@ _FLOATS = {
     "STREAM_SECONDS",
 }
 _BOOLS = {"SESSION_COOKIE_SECURE"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
 def _coerce(key: str, raw: str) -> Any:
-    if key in _INTS:
-        return int(raw)
-    if key in _FLOATS:
-        return float(raw)
+    try:
+        if key in _INTS:
+            return int(raw)
+        if key in _FLOATS:
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {raw!r}") from None
     if key in _BOOLS:
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
+        value = raw.strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise ValueError(f"{key} must be on or off (1 or 0), got {raw!r}")
+        return value in _TRUE
     return raw
 
 
@@ -72,9 +80,6 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     settings = dict(DEFAULTS)
     for key in DEFAULTS:
         if key in env:
-            try:
-                settings[key] = _coerce(key, env[key])
-            except ValueError as exc:
-                raise ValueError(f"{key} must be a number, got {env[key]!r}") from exc
+            settings[key] = _coerce(key, env[key])
     settings["PUBLIC_URL"] = str(settings["PUBLIC_URL"]).rstrip("/")
     return settings

@@ -118,6 +118,7 @@ def test_a_chunked_body_over_the_limit_gets_413_like_one_with_a_length(
     chunked = _chunked(account, big)
     assert sized.status_code == chunked.status_code == 413
     assert chunked.get_json() == sized.get_json()
+    assert "larger than the limit of 4 MiB" in sized.get_json()["message"]
     assert _chunked(account, json.dumps(MESSAGE).encode()).status_code == 201
 
 

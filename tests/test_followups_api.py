@@ -81,6 +81,14 @@ def test_a_rep_creates_lists_edits_and_deletes_a_personal_rule(
             {"actions"},
         ),
         ({**FIRST_OPEN_REMINDER, "name": "   "}, {"name"}),
+        (
+            {**FIRST_OPEN_REMINDER, "trigger": {"type": "no_open", "days": 1.5}},
+            {"trigger"},
+        ),
+        (
+            {**FIRST_OPEN_REMINDER, "actions": [{"type": "crm_task", "due_days": 2.5}]},
+            {"actions"},
+        ),
     ],
 )
 def test_invalid_rules_get_422_with_a_reason_per_field(

@@ -22,6 +22,7 @@ from hubspot import HubSpot
 from hubspot.crm import AssociationType
 from sqlalchemy import func, select
 
+from app import create_app
 from app.models import CrmConnection, CrmRecord, Event
 from emulators.hubspot import HubSpotEmulator
 from integrations.crypto import TokenCipher
@@ -559,3 +560,27 @@ def test_burst_of_a_thousand_events_stays_within_budget_and_loses_nothing(
     if path:
         with open(path, "w") as out:
             json.dump({**report, "busiest_10s": busiest_window(api, 10.0)}, out)
+
+
+def test_connecting_without_an_encryption_key_is_refused_before_the_consent(
+    config: dict[str, Any], team: tuple[Account, Account]
+) -> None:
+    app = create_app({**config, "TOKEN_ENCRYPTION_KEYS": ""})
+    client = app.test_client()
+    sign_in(client, team[0].email)
+    page = client.get("/settings").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf
+    answer = client.post(
+        "/settings/crm/hubspot/connect", data={"csrf_token": csrf.group(1)}
+    )
+    assert answer.status_code == 503 and "Location" not in answer.headers
+    assert "TOKEN_ENCRYPTION_KEYS" in answer.get_data(as_text=True)
+    app.extensions["trailmark.spool"].stop()
+
+
+def test_an_encryption_key_that_is_not_one_stops_the_start(
+    config: dict[str, Any],
+) -> None:
+    with pytest.raises(RuntimeError, match="TOKEN_ENCRYPTION_KEYS"):
+        create_app({**config, "TOKEN_ENCRYPTION_KEYS": "notakey"})

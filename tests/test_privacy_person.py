@@ -226,6 +226,19 @@ def test_erase_asks_before_it_deletes(
     assert "messages" in tables_holding(database, ANN)
 
 
+def test_erase_names_an_unknown_organisation_before_asking(
+    app: Flask, database: Database, story: dict[str, str]
+) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["privacy", "erase", ANN, "--org", "Nope"], input="y\n")
+    assert result.exit_code != 0
+    assert "no organisation named Nope" in result.output
+    assert "Erase everything" not in result.output
+    export = runner.invoke(args=["privacy", "export", ANN, "--org", "SELLER"])
+    assert export.exit_code == 0, export.output  # any case names the organisation
+    assert "messages" in tables_holding(database, ANN)
+
+
 def test_person_endpoints_are_for_admins_and_validate_the_address(
     admin: Account, make_account: Callable[..., Account]
 ) -> None:

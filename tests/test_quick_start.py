@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +111,69 @@ def test_user_create_joins_an_organisation_whatever_its_case(quick_app: Flask) -
     assert "Created organisation" in first.output
     assert second.exit_code == 0 and "Created organisation" not in second.output
     assert empty.exit_code != 0 and "organisation a name" in empty.output
+
+
+def test_a_database_without_tables_is_told_with_the_command_that_makes_them(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    app = create_app(settings(tmp_path, url, REDIS_URL=""))
+    response = app.test_client().get(
+        "/api/v1/messages", headers={"Authorization": "Bearer whatever"}
+    )
+    assert response.status_code == 503
+    assert "flask --app app db upgrade" in response.get_json()["message"]
+    app.extensions["trailmark.spool"].stop()
+
+
+def test_malformed_spooled_lines_are_skipped_and_their_batch_is_stored(
+    rep: Account,
+) -> None:
+    from workers.ingest import ingest_lines
+
+    created = rep.send(html="<p>Hi</p>")
+    token = path_of(created["pixel_url"]).removeprefix("/o/").removesuffix(".gif")
+    good = {"id": "g" * 24, "kind": "open", "token": token, "at": time.time()}
+    lines = [
+        b"[1, 2]",
+        b'{"id": 5, "kind": "open", "token": "t", "at": 1.0}',
+        b'{"id": "x", "kind": "open", "token": "t", "at": "soon"}',
+        b'{"id": "y", "kind": "open", "token": "t", "at": 1.0, "ua": ["a"]}',
+        json.dumps(good).encode(),
+    ]
+    assert ingest_lines(b"\n".join(lines) + b"\n") == 1
+    assert len(_events(rep, created["id"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("PUBLIC_URL", "track.example.com", "PUBLIC_URL must be"),
+        ("DATABASE_URL", "garbage", "DATABASE_URL cannot be used"),
+        ("TOKEN_ENCRYPTION_KEYS", "notakey", "TOKEN_ENCRYPTION_KEYS must be"),
+    ],
+)
+def test_a_setting_that_cannot_work_stops_the_start_with_its_name(
+    tmp_path: Path, setting: str, value: str, says: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'quick.sqlite3'}"
+    with pytest.raises((RuntimeError, ValueError), match=says):
+        create_app(settings(tmp_path, url, REDIS_URL="", **{setting: value}))
+
+
+def test_a_yes_or_no_setting_refuses_anything_else() -> None:
+    from config.settings import load
+
+    assert load({"SESSION_COOKIE_SECURE": "off"})["SESSION_COOKIE_SECURE"] is False
+    with pytest.raises(ValueError, match="SESSION_COOKIE_SECURE must be on or off"):
+        load({"SESSION_COOKIE_SECURE": "maybe"})
+
+
+def test_db_upgrade_says_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    app = create_app(settings(tmp_path, url, REDIS_URL=""))
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    assert result.exit_code != 0
+    assert "The database at DATABASE_URL cannot be used" in result.output
+    assert "Traceback" not in result.output
+    app.extensions["trailmark.spool"].stop()

@@ -24,7 +24,7 @@ from app import create_app
 from app.models import Event
 from app.tracking.spool import Spool, decode, encode
 from tests.conftest import ROOT, Account, path_of, wait_for
-from workers.queue import QUEUES
+from workers.queue import QUEUES, RqJobs
 
 
 def _free_port() -> int:
@@ -365,3 +365,30 @@ def test_lines_keep_every_value_and_torn_lines_are_skipped() -> None:
     block = encode(hit) + encode(odd) + b'{"id": "torn", "at'
 
     assert decode(block) == [hit, {**odd, "ua": "broken ? agent"}]
+
+
+def test_a_web_process_started_while_redis_is_down_queues_its_hits_once_it_is_up(
+    config: dict[str, Any], tmp_path: Path, make_account: Callable[..., Account]
+) -> None:
+    (tmp_path / "late").mkdir()
+    server = OwnRedis(tmp_path / "late")
+    app = create_app({**config, "REDIS_URL": server.url, "SPOOL_FLUSH_INTERVAL": 0.02})
+    assert isinstance(app.extensions["trailmark.jobs"], RqJobs)  # not in-process
+    account = Account(app.test_client(), "rep@seller.test", "")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["user", "create", account.email, "--org", "Seller"])
+    account.token = result.output.strip().splitlines()[-1]
+    sent = account.send(html="<p>Hi</p>")
+    pixel = path_of(sent["pixel_url"])
+    for _ in range(5):
+        assert account.client.get(pixel).data[:6] == b"GIF89a"
+    replied = account.post(f"/api/v1/messages/{sent['id']}/replied")
+    assert replied.status_code in {200, 503}  # never a 500 while Redis is down
+    assert _stored(app) == 0
+
+    server.start()
+    wait_for(lambda: _queued(server), timeout=15)
+    _drain(app, server.url)
+    assert _stored(app) == 5
+    app.extensions["trailmark.spool"].stop()
+    server.stop()

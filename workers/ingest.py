@@ -132,7 +132,24 @@ _NEW_EVENT_FIELDS = [
 
 def ingest_lines(block: bytes) -> int:
     """Store a block of spooled hit lines as events; return how many were new."""
-    return ingest_hits(decode(block))
+    hits = decode(block)
+    kept = [hit for hit in hits if _well_formed(hit)]
+    if len(kept) < len(hits):
+        # Such a hit would fail its batch at every retry, holding up the others.
+        logger.warning("skipped malformed hits=%d", len(hits) - len(kept))
+    return ingest_hits(kept)
+
+
+def _well_formed(hit: dict[str, Any]) -> bool:
+    """Whether a hit has the fields the endpoints write, each of its type."""
+    at = hit.get("at")
+    return (
+        all(isinstance(hit.get(key), str) for key in ("id", "kind", "token"))
+        and isinstance(at, int | float)
+        and not isinstance(at, bool)
+        and all(isinstance(hit.get(k), str | None) for k in ("ip", "ua", "method"))
+        and isinstance(hit.get("headers", {}), dict)
+    )
 
 
 def ingest_hits(hits: list[dict[str, Any]]) -> int:

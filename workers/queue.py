@@ -124,19 +124,30 @@ Jobs = RqJobs | InlineJobs
 
 
 def connect_jobs(redis_url: str) -> Jobs:
-    """RQ when ``redis_url`` answers a PING, else in-process jobs (logged once)."""
-    if redis_url:
-        try:
-            connection = redis.Redis.from_url(
-                redis_url, socket_connect_timeout=2, socket_timeout=5
-            )
-            connection.ping()
-            logger.info("jobs go to RQ on Redis")
-            return RqJobs(connection)
-        except redis.RedisError as exc:
-            logger.warning(
-                "Redis at REDIS_URL is unreachable (%s); jobs run in this process", exc
-            )
-    else:
+    """RQ when ``redis_url`` is set, else jobs in this process (logged once).
+
+    A Redis that does not answer yet is still the one to use: hits wait in the spool
+    and jobs are queued once it answers. Falling back to this process instead would
+    keep a web process storing hits itself, beside the workers, for as long as it
+    lives. (The quick start's ``scripts/run`` leaves out a REDIS_URL that does not
+    answer, so that it runs alone.)
+    """
+    if not redis_url:
         logger.warning("REDIS_URL is not set; jobs run in this process")
-    return InlineJobs()
+        return InlineJobs()
+    try:
+        connection = redis.Redis.from_url(
+            redis_url, socket_connect_timeout=2, socket_timeout=5
+        )
+    except ValueError as exc:
+        raise ValueError(f"REDIS_URL is not a Redis URL ({exc})") from exc
+    try:
+        connection.ping()
+        logger.info("jobs go to RQ on Redis")
+    except redis.RedisError as exc:
+        logger.warning(
+            "Redis at REDIS_URL does not answer yet (%s); hits wait in the spool "
+            "and jobs are queued once it does",
+            exc,
+        )
+    return RqJobs(connection)

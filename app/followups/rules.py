@@ -15,7 +15,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from app.boundary import JsonBoolean
+from app.boundary import JsonBoolean, WholeNumber
 
 TRIGGERS = {
     "first_open": "First counted open",
@@ -74,7 +74,7 @@ class TriggerSchema(Schema):
             list(TRIGGERS), error="Choose one of: " + ", ".join(TRIGGERS) + "."
         ),
     )
-    count = fields.Integer(
+    count = WholeNumber(
         load_default=None,
         validate=validate.Range(min=2, max=50, error="Give a number from 2 to 50."),
     )
@@ -82,7 +82,7 @@ class TriggerSchema(Schema):
     url_pattern = fields.String(
         load_default=None, validate=validate.Length(max=500, error="At most 500.")
     )
-    days = fields.Integer(
+    days = WholeNumber(
         load_default=None,
         validate=validate.Range(min=1, max=30, error="Give a number from 1 to 30."),
     )
@@ -125,7 +125,7 @@ class ActionSchema(Schema):
         validate=validate.Length(min=1, max=255, error="Between 1 and 255 characters."),
     )
     body = Template(load_default=None, validate=validate.Length(max=2000))
-    due_days = fields.Integer(
+    due_days = WholeNumber(
         load_default=1,
         validate=validate.Range(min=0, max=60, error="Give a number from 0 to 60."),
     )

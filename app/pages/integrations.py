@@ -87,6 +87,13 @@ def crm_connect(provider: str) -> ResponseReturnValue:
     """Send the admin to the CRM's consent page."""
     check_csrf()
     crm = _provider_or_404(provider)
+    if not current_app.config["TOKEN_ENCRYPTION_KEYS"].strip():
+        # Checked before the consent page: the CRM's tokens could not be kept after.
+        abort(
+            503,
+            "Connecting a CRM needs TOKEN_ENCRYPTION_KEYS set on the server, to "
+            "keep its tokens encrypted. Ask the operator to set it (see the README).",
+        )
     state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
     login_url = _login_url(provider)
     pending = dict(session.get("oauth", {}))

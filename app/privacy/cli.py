@@ -9,7 +9,7 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 from marshmallow import ValidationError, validate
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.cli import TEXT
 from app.extensions import db_session
@@ -33,8 +33,11 @@ def _address(value: str) -> str:
 def _org_id(name: str | None) -> int | None:
     if name is None:
         return None
+    # Matched as `user create` matches it: whatever its case.
     org_id = db_session().scalar(
-        select(Organization.id).where(Organization.name == name)
+        select(Organization.id).where(
+            func.lower(Organization.name) == name.strip().lower()
+        )
     )
     if org_id is None:
         raise click.ClickException(f"There is no organisation named {name}.")
@@ -84,10 +87,11 @@ def export(address: str, org_name: str | None, output: str | None) -> None:
 def erase(address: str, org_name: str | None, output: str | None, yes: bool) -> None:
     """Delete what is held about an address; report what the CRMs still hold."""
     address = _address(address)
+    org_id = _org_id(org_name)
     if not yes:
         click.confirm(f"Erase everything held about {address}?", abort=True)
     session = db_session()
-    report = person.erase_person(session, address, _org_id(org_name))
+    report = person.erase_person(session, address, org_id)
     session.commit()
     logger.info(
         "person erased from the command line messages_deleted=%d events_deleted=%d",

@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.boundary import JsonBoolean
+from app.boundary import JsonBoolean, WholeNumber
 from app.models import DoNotTrack, Organization
 from app.privacy.rules import list_key
 
@@ -25,17 +25,8 @@ SETTINGS = (
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
-class _WholeDays(fields.Integer):
-    """A number of days: 1.5 is a mistake to point out, not to round down."""
-
-    def _validated(self, value: Any) -> int:
-        if isinstance(value, float) and not value.is_integer():
-            raise self.make_error("invalid")
-        return int(super()._validated(value))
-
-
 def _days(longest: int) -> fields.Integer:
-    return _WholeDays(
+    return WholeNumber(
         allow_none=True,
         validate=validate.Range(
             min=1,

@@ -119,12 +119,16 @@ def _utf8(value: Any) -> Any:
 
 
 def decode(block: bytes) -> list[dict[str, Any]]:
-    """Parse spooled lines, skipping any torn or corrupt one."""
+    """Parse spooled lines, skipping any torn or corrupt one, or one not an object."""
     hits = []
     for line in block.splitlines():
         try:
-            hits.append(orjson.loads(line))
+            hit = orjson.loads(line)
         except ValueError:
+            hit = None
+        if isinstance(hit, dict):
+            hits.append(hit)
+        else:
             logger.warning("spool skipped an unreadable line bytes=%d", len(line))
     return hits
 
