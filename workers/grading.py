@@ -237,13 +237,20 @@ def _burst(context: _Context) -> _Verdict | None:
 
 def _scanner_network(context: _Context) -> _Verdict | None:
     """Security vendors' networks, and cloud networks at delivery time."""
-    org = (context.hit.network.org or "").lower() if context.hit.network else ""
-    vendor = next((name for name in SCANNER_ORGS if name in org), None)
+    network = context.hit.network
+    vendor = _scanner_vendor(network.org) if network else None
     if vendor:
         return SCANNER, (f"org:{vendor}",)
     if context.elapsed > SCANNER_WINDOW:
         return None
     return _delivery_time_network(context)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scanner_vendor(org: str | None) -> str | None:
+    """The mail-security vendor an ASN's owner name names, if any."""
+    lowered = (org or "").lower()
+    return next((name for name in SCANNER_ORGS if name in lowered), None)
 
 
 def _delivery_time_network(context: _Context) -> _Verdict | None:

@@ -142,14 +142,23 @@ def ingest_lines(block: bytes) -> int:
 
 def _well_formed(hit: dict[str, Any]) -> bool:
     """Whether a hit has the fields the endpoints write, each of its type."""
-    at = hit.get("at")
+    get = hit.get
+    at = get("at")
     return (
-        all(isinstance(hit.get(key), str) for key in ("id", "kind", "token"))
-        and isinstance(at, int | float)
-        and not isinstance(at, bool)
-        and all(isinstance(hit.get(k), str | None) for k in ("ip", "ua", "method"))
-        and isinstance(hit.get("headers", {}), dict)
+        type(get("id")) is str
+        and type(get("kind")) is str
+        and type(get("token")) is str
+        and type(at) in _NUMBERS
+        and type(get("ip")) in _TEXT_OR_NONE
+        and type(get("ua")) in _TEXT_OR_NONE
+        and type(get("method")) in _TEXT_OR_NONE
+        and type(get("headers", {})) is dict
     )
+
+
+# As JSON decodes them: exact types, so that true is not taken for a number.
+_NUMBERS = (int, float)
+_TEXT_OR_NONE = (str, type(None))
 
 
 def ingest_hits(hits: list[dict[str, Any]]) -> int:

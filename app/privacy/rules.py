@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ def list_key(value: str) -> str:
     return f"{local}{at}{_ascii_domain(domain)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _ascii_domain(domain: str) -> str:
     """The ASCII form as mail and browsers spell it today (IDNA 2008, UTS #46)."""
     try:
@@ -79,6 +81,7 @@ def _ascii_domain(domain: str) -> str:
         return _ascii_domain_2003(domain)
 
 
+@functools.lru_cache(maxsize=4096)
 def _ascii_domain_2003(domain: str) -> str:
     """The older ASCII form, which maps ``ß`` to ``ss``: ``straße.de`` as
     ``strasse.de``. Python's own codec, and how earlier entries were kept."""
@@ -88,6 +91,7 @@ def _ascii_domain_2003(domain: str) -> str:
         return domain
 
 
+@functools.lru_cache(maxsize=4096)
 def _unicode_domain(domain: str) -> str:
     try:
         return idna.decode(domain)
