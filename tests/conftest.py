@@ -265,3 +265,19 @@ def sign_in_browser(client: FlaskClient, user_id: int) -> None:
         key = signin.new_key(session, user_id)
     with client.session_transaction() as cookie:
         cookie[signin.COOKIE_KEY] = key
+
+
+def locks_waited_for(database: Database, at_least: int = 1) -> int:
+    """Wait up to 10 s until a session of the test database waits for a lock; return
+    how many wait."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()"
+    )
+    deadline = time.monotonic() + 10
+    with database.engine.connect() as probe:
+        while (
+            count := int(probe.execute(waiting).scalar() or 0)
+        ) < at_least and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return count

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +17,7 @@ from app.db import Database
 from app.messages import hold_messages
 from app.models import CrmConnection, CrmRecord, Event, Message, Notification, User
 from app.privacy.rules import DO_NOT_TRACK_REASON
-from tests.conftest import Account
+from tests.conftest import Account, locks_waited_for
 from tests.test_tracking import hit
 
 ANN = "ann@example.com"
@@ -296,17 +295,6 @@ def test_erasing_from_the_command_line_keeps_them_untracked_everywhere(
         assert account.send(html=HTML, to=[ANN])["tracking"]["opens"] is False
 
 
-def _wait_for_a_lock_wait(database: Database) -> None:
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND datname = current_database()"
-    )
-    deadline = time.monotonic() + 10
-    with database.engine.connect() as probe:
-        while not probe.execute(waiting).scalar() and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-
 def _store_an_event(session: Session, message_id: int, user_id: int) -> None:
     """What a batch of hits writes for one counted open: an event, a notification."""
     event = Event(
@@ -350,7 +338,7 @@ def test_an_erase_waits_for_hits_being_stored_and_deletes_them_too(
         )
     )
     erase.start()
-    _wait_for_a_lock_wait(database)
+    assert locks_waited_for(database) == 1
     assert erase.is_alive()  # the erase waits for the batch to commit
     _store_an_event(batch, message_id, user_id)
     batch.commit()

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from app.tracking.hotpath import GIF
-from tests.conftest import Account, path_of
+from tests.conftest import Account, locks_waited_for, path_of
 
 CHROME = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
@@ -233,7 +233,6 @@ def test_a_batch_stored_by_another_job_at_the_same_time_is_stored_once(
     app: Any, account: Account, database: Any
 ) -> None:
     import threading
-    import time
 
     from sqlalchemy import text
 
@@ -260,15 +259,7 @@ def test_a_batch_stored_by_another_job_at_the_same_time_is_stored_once(
     result: list[int] = []
     job = threading.Thread(target=lambda: result.append(ingest_hits(raws)))
     job.start()
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND datname = current_database()"
-    )
-    deadline = time.monotonic() + 10
-    with database.engine.connect() as probe:
-        while not probe.execute(waiting).scalar() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert probe.execute(waiting).scalar() == 1  # blocked on hit 2's key
+    assert locks_waited_for(database) == 1  # blocked on hit 2's key
     other.commit()
     other.close()
     job.join(timeout=10)
@@ -312,14 +303,7 @@ def test_two_jobs_regrading_the_same_click_take_it_off_the_counts_once(
     ]
     for job in jobs:
         job.start()
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND datname = current_database()"
-    )
-    with database.engine.connect() as probe:
-        deadline = time.monotonic() + 10
-        while not probe.execute(waiting).scalar() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    locks_waited_for(database)
     time.sleep(0.5)  # both jobs reach the held rows
     other.commit()
     other.close()

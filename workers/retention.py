@@ -13,10 +13,12 @@ locks for long and ingestion carries on beside it. Running twice is harmless.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from app import signin
 from app.db import Database
@@ -151,35 +153,48 @@ def _kept_with_old_events(db: Database, org_id: int, cutoff: datetime) -> list[i
         return list(session.scalars(query))
 
 
-def _delete_events(
-    db: Database, where: tuple[ColumnElement[bool], ...], batch_size: int
-) -> int:
-    """Delete matching events with their notifications, one range of ids at a time."""
-    ids = _bounds(db, Event.id, *where)
-    deleted = 0
-    for start in range(ids.start, ids.stop, batch_size):
-        batch = (Event.id >= start, Event.id < start + batch_size, *where)
-        with db.begin() as session:
-            delete_notifications_of(session, select(Event.id).where(*batch))
-            result = session.execute(
-                delete(Event).where(*batch).execution_options(synchronize_session=False)
-            )
-            deleted += getattr(result, "rowcount", 0)
-    return deleted
+Where = tuple[ColumnElement[bool], ...]
 
 
-def _delete_messages(
-    db: Database, where: tuple[ColumnElement[bool], ...], batch_size: int
+def _in_id_ranges(
+    db: Database,
+    column: Any,
+    where: Where,
+    batch_size: int,
+    remove: Callable[[Session, Where], int],
 ) -> int:
-    """Delete matching messages with all that hangs off them, a range at a time."""
-    ids = _bounds(db, Message.id, *where)
-    deleted = 0
+    """Run ``remove`` over the matching rows a range of ids at a time, one short
+    transaction each; return how many it removed."""
+    ids = _bounds(db, column, *where)
+    removed = 0
     for start in range(ids.start, ids.stop, batch_size):
-        batch = (Message.id >= start, Message.id < start + batch_size, *where)
+        batch = (column >= start, column < start + batch_size, *where)
         with db.begin() as session:
-            found = list(session.scalars(select(Message.id).where(*batch)))
-            deleted += delete_messages(session, found)["messages"]
-    return deleted
+            removed += remove(session, batch)
+    return removed
+
+
+def _delete_events(db: Database, where: Where, batch_size: int) -> int:
+    """Delete matching events with their notifications."""
+
+    def remove(session: Session, batch: Where) -> int:
+        delete_notifications_of(session, select(Event.id).where(*batch))
+        result = session.execute(
+            delete(Event).where(*batch).execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    return _in_id_ranges(db, Event.id, where, batch_size, remove)
+
+
+def _delete_messages(db: Database, where: Where, batch_size: int) -> int:
+    """Delete matching messages with all that hangs off them."""
+
+    def remove(session: Session, batch: Where) -> int:
+        found = list(session.scalars(select(Message.id).where(*batch)))
+        return delete_messages(session, found)["messages"]
+
+    return _in_id_ranges(db, Message.id, where, batch_size, remove)
 
 
 def _recount(db: Database, message_ids: list[int]) -> None:
