@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from flask import Flask
 
-from tests.conftest import wait_for
+from tests.conftest import REDIS_URL, wait_for
+from workers.__main__ import worker_connection
 from workers.context import current
 from workers.maintenance import Maintenance
 
@@ -67,3 +69,12 @@ def test_the_scheduler_child_stops_when_its_worker_is_killed(
     worker.kill()
     worker.wait(10)
     wait_for(lambda: not _alive(scheduler), 15)
+
+
+def test_the_worker_can_wait_for_jobs_longer_than_a_request_may() -> None:
+    # RQ waits minutes for the next job on this connection: a read timeout of a few
+    # seconds would pass for a lost Redis and make the worker pause its listening.
+    connection = worker_connection(REDIS_URL)
+    started = time.monotonic()
+    assert connection.blpop(["trailmark:test:no-jobs"], timeout=6) is None
+    assert time.monotonic() - started >= 5.5

@@ -14,7 +14,9 @@ import signal
 import sys
 import threading
 
+import redis
 from rq import SimpleWorker, Worker
+from rq.defaults import DEFAULT_WORKER_TTL
 
 from workers.context import current
 from workers.maintenance import Maintenance
@@ -59,6 +61,19 @@ def _children_stop_with_the_worker() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
     os.register_at_fork(after_in_child=arm)
+
+
+def worker_connection(redis_url: str) -> redis.Redis:
+    """A Redis connection of the worker's own, for RQ to wait on for jobs.
+
+    RQ blocks for minutes waiting for the next job (its worker TTL less 15 s). A
+    connection that reads with redis-py's default 5 s timeout, as the jobs' one does,
+    times out while the queues are quiet; RQ takes that for a lost Redis and stops
+    listening for up to a minute, so a hit after a quiet spell would wait as long.
+    """
+    return redis.Redis.from_url(
+        redis_url, socket_connect_timeout=5, socket_timeout=DEFAULT_WORKER_TTL
+    )
 
 
 def _warm_up() -> None:
@@ -107,7 +122,9 @@ def main() -> None:
     worker_class = Worker if args.fork else SimpleWorker
     # A job's description holds its arguments: raw hits, with full addresses.
     worker = worker_class(
-        list(QUEUES), connection=ctx.jobs.connection, log_job_description=False
+        list(QUEUES),
+        connection=worker_connection(ctx.settings["REDIS_URL"]),
+        log_job_description=False,
     )
     stop = threading.Event()
     if not args.burst:

@@ -322,7 +322,8 @@ class Spool:
         torn = os.fstat(fd).st_size - orphan.offset
         if torn > 0:
             logger.warning("spool dropped a torn line bytes=%d", torn)
-        logger.info("spool recovered hits=%d of a stopped process", shipped)
+        if shipped:
+            logger.info("spool recovered hits=%d of a stopped process", shipped)
         orphan.remove()
         return shipped
 
