@@ -9,7 +9,12 @@ from flask import Flask, current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +39,6 @@ def validation_error(error: ValidationError) -> ResponseReturnValue:
 def http_error(error: HTTPException) -> ResponseReturnValue:
     """An HTTP error passes through with its own message."""
     code = error.code or 500
-    if code == 413:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
-        error.description = (
-            f"The request body is larger than the limit of {limit // 2**20} MiB."
-        )
     if _wants_json():
         body = {"error": (error.name or "error").lower().replace(" ", "_")}
         body["message"] = error.description or error.name
@@ -49,6 +49,16 @@ def http_error(error: HTTPException) -> ResponseReturnValue:
                 response.headers[key] = value
         return response
     return render_template("error.html", error=error), code
+
+
+def too_large(_error: HTTPException) -> ResponseReturnValue:
+    """413, naming the limit (the server's own refusal does not)."""
+    limit = int(current_app.config.get("MAX_CONTENT_LENGTH") or 0)
+    return http_error(
+        RequestEntityTooLarge(
+            f"The request body is larger than the limit of {limit // 2**20} MiB."
+        )
+    )
 
 
 def queue_unreachable(error: redis.RedisError) -> ResponseReturnValue:
@@ -65,7 +75,8 @@ def database_unusable(
     error: OperationalError | ProgrammingError,
 ) -> ResponseReturnValue:
     """503 while the database is unreachable or has no schema yet; else a 500."""
-    if isinstance(error, ProgrammingError) and not _no_schema(error):
+    no_schema = _no_schema(error)
+    if isinstance(error, ProgrammingError) and not no_schema:
         return unexpected_error(error)
     logger.error(
         "database unusable method=%s path=%s: %s",
@@ -73,7 +84,7 @@ def database_unusable(
         request.path,
         str(getattr(error, "orig", error)).splitlines()[0][:300],
     )
-    if _no_schema(error):
+    if no_schema:
         message = "The database has no tables yet: run 'flask --app app db upgrade'."
     else:
         message = "The database is not answering; try again in a moment."
@@ -94,6 +105,7 @@ def unexpected_error(error: Exception) -> ResponseReturnValue:
 def init_app(app: Flask) -> None:
     app.register_error_handler(ValidationError, validation_error)
     app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(RequestEntityTooLarge, too_large)
     app.register_error_handler(redis.RedisError, queue_unreachable)
     app.register_error_handler(OperationalError, database_unusable)
     app.register_error_handler(ProgrammingError, database_unusable)

@@ -37,7 +37,15 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnClause
 
 from app.messages import hold_messages
-from app.models import Event, Link, Message, Notification, Organization, as_utc
+from app.models import (
+    Event,
+    Link,
+    Message,
+    Notification,
+    Organization,
+    as_utc,
+    utcnow,
+)
 from app.presenters import describe_event
 from app.privacy.rules import untracked_message_ids
 from app.tracking.spool import decode
@@ -87,11 +95,8 @@ class _Target:
         self.recipient = only[:_RECIPIENT_LIMIT] if only else None
         self.ip_policy = org.ip_policy
         self.location_precision = org.location_precision
-        sent_at = as_utc(message.sent_at)
-        self.facts = (
-            MessageFacts(sent_at, message.sender_ip, len(self.recipients))
-            if sent_at is not None
-            else None
+        self.facts = MessageFacts(
+            as_utc(message.sent_at) or utcnow(), message.sender_ip, len(self.recipients)
         )
 
 
@@ -379,10 +384,7 @@ def _rows_for_hit(
 ) -> list[dict[str, Any]]:
     """The hit's event, preceded by an implied open for a click with none before it."""
     facts = _facts(ctx, hit, target)
-    message_facts = target.facts or MessageFacts(
-        facts.at, target.message.sender_ip, len(target.recipients)
-    )
-    verdict = grade(facts, message_facts, past)
+    verdict = grade(facts, target.facts, past)
     rows = []
     if facts.kind == "click" and not past.has_open:
         rows.append(_row(ctx, hit, target, facts, verdict, kind="open", implied=True))

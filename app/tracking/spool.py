@@ -51,14 +51,12 @@ class SpoolFile:
         self.offset = _read_offset(path)
         self.opened_at = time.monotonic()
 
-    def pending(self, limit: int, end: int | None = None) -> tuple[bytes, int, int]:
-        """Up to ``limit`` whole lines after the shipped offset and before ``end``
-        (the file's size if None): the bytes, the line count and the offset after
-        them."""
-        size = os.fstat(self.fd).st_size if end is None else end
-        if size <= self.offset:
+    def pending(self, limit: int, end: int) -> tuple[bytes, int, int]:
+        """Up to ``limit`` whole lines after the shipped offset and before ``end``:
+        the bytes, the line count and the offset after them."""
+        if end <= self.offset:
             return b"", 0, self.offset
-        chunk = os.pread(self.fd, min(size - self.offset, 4 * 1024 * 1024), self.offset)
+        chunk = os.pread(self.fd, min(end - self.offset, 4 * 1024 * 1024), self.offset)
         end, count = -1, 0
         while count < limit:
             found = chunk.find(b"\n", end + 1)
@@ -82,7 +80,7 @@ class SpoolFile:
         return self.size() <= self.offset
 
     def pending_bytes(self) -> int:
-        return max(0, os.fstat(self.fd).st_size - self.offset)
+        return max(0, self.size() - self.offset)
 
     def remove(self) -> None:
         for path in (self.path, f"{self.path}.offset"):
