@@ -56,6 +56,10 @@ def _check_config(app: Flask) -> None:
             "PUBLIC_URL must be the address recipients reach this service at, with "
             "its scheme, such as https://track.example.com"
         )
+    if float(app.config.get("NOTIFY_REPEAT_SECONDS") or 0) < 0:
+        raise RuntimeError(
+            "NOTIFY_REPEAT_SECONDS must be 0 (notify every open and click) or more"
+        )
     if str(app.config.get("TOKEN_ENCRYPTION_KEYS") or "").strip():
         # Set but unusable would only show when a CRM is connected: say so now.
         TokenCipher(app.config["TOKEN_ENCRYPTION_KEYS"])

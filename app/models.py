@@ -164,6 +164,9 @@ class Message(Base):
     first_open_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_open_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_event_id: Mapped[int | None] = mapped_column(Integer)
+    # When the latest open the sender was notified of happened: repeat opens soon
+    # after it are stored and counted without another notification.
+    open_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship()
     links: Mapped[list[Link]] = relationship(
@@ -189,6 +192,8 @@ class Link(Base):
     token: Mapped[str] = mapped_column(String(32), unique=True)
     url: Mapped[str] = mapped_column(Text)
     position: Mapped[int] = mapped_column(Integer)
+    # As Message.open_notified_at, for clicks of this link.
+    click_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     message: Mapped[Message] = relationship(back_populates="links")
 

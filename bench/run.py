@@ -170,6 +170,9 @@ def build_services(tmp: Path, web_command: str, worker_command: str) -> Services
         "GEOIP_ASN_DB": str(GEOIP_ASN),
         # wrk plays the load balancer in front of the web process.
         "TRUSTED_PROXIES": "1",
+        # Every counted hit notifies, as if each came from another reader: 20
+        # messages take all the load, and production would tell of few repeats.
+        "NOTIFY_REPEAT_SECONDS": "0",
         "PORT": str(web_port),
         "WEB_COMMAND": web_command,
         "WORKER_COMMAND": worker_command,

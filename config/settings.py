@@ -25,6 +25,10 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_SECONDS": 25.0,
     # Open streams per web process; keep it well below the process's threads.
     "STREAM_LIMIT": 8,
+    # After a notified open of a message (or click of a link), repeats within this
+    # many seconds are stored and counted without notifying the sender again; 0
+    # notifies every counted event.
+    "NOTIFY_REPEAT_SECONDS": 300.0,
     "SALESFORCE_CLIENT_ID": "",
     "SALESFORCE_CLIENT_SECRET": "",
     "SALESFORCE_LOGIN_URL": "https://login.salesforce.com",
@@ -52,6 +56,7 @@ _FLOATS = {
     "CRM_IN_DOUBT_SECONDS",
     "HUBSPOT_TIMEOUT",
     "STREAM_SECONDS",
+    "NOTIFY_REPEAT_SECONDS",
 }
 _BOOLS = {"SESSION_COOKIE_SECURE"}
 _TRUE = {"1", "true", "yes", "on"}

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+
 from tests.conftest import Account
 from tests.test_tracking import hit
 
@@ -15,6 +17,12 @@ GMAIL = (
     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 "
     "(via ggpht.com GoogleImageProxy)"
 )
+
+
+@pytest.fixture
+def config(config: dict[str, Any]) -> dict[str, Any]:
+    """Every counted open notifies here; repeats are tested on their own."""
+    return {**config, "NOTIFY_REPEAT_SECONDS": 0}
 
 
 def _events(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:

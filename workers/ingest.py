@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -199,7 +199,8 @@ def _ingest(hits: list[dict[str, Any]]) -> int:
         links = {t.link.id: t.link for t in targets.values() if t.link is not None}
         inserted = _insert(session, rows, links)
         uncounted = _regrade_bursts(session, inserted)
-        notified = _after_insert(session, inserted, uncounted, targets)
+        quiet = _repeat_quiet(ctx)
+        notified = _after_insert(session, inserted, uncounted, targets, quiet)
         hand_on = _hand_on(session, inserted, targets)
     if notified:
         ctx.notifier.publish_many(notified)
@@ -727,20 +728,84 @@ def _after_insert(
     inserted: list[NewEvent],
     uncounted: list[Event],
     targets: dict[str, _Target],
+    quiet: timedelta,
 ) -> set[tuple[int, str]]:
     """Refresh counts and write notifications; return (user, message) pairs to wake."""
     messages = {t.message.id: t.message for t in targets.values()}
     _refresh_counts(session, inserted, uncounted)
     wake: set[tuple[int, str]] = set()
     notes: list[dict[str, Any]] = []
-    for event in inserted:
+    repeats = _Repeats(quiet)
+    # In time order, so that of a run of repeats the first is the one told.
+    for event in sorted(inserted, key=lambda e: (e.occurred_at, e.id)):
         message = messages[event.message_id]
-        if event.counted and not event.implied:
+        told = event.counted and not event.implied
+        if told and repeats.news(message, event):
             notes.append(_notification(message, event))
         # Graded-out events make no notification but still belong on an open timeline.
         wake.add((message.user_id, message.public_id))
+    repeats.remember()
     _add_notifications(session, notes)
     return wake
+
+
+def _repeat_quiet(ctx: WorkerContext) -> timedelta:
+    """How long after a notified open (or click of a link) repeats notify nobody."""
+    seconds = float(ctx.settings.get("NOTIFY_REPEAT_SECONDS") or 0)
+    return timedelta(seconds=max(0.0, seconds))
+
+
+class _Repeats:
+    """Which counted events of a batch are news to their sender.
+
+    A reader who opens an email again and again, or whose mail client fetches the
+    image on every view, makes one notification per ``quiet`` span, not one per
+    view: the events are all stored, counted and on the timeline. Opens count per
+    message and clicks per link, so a first click is always told. An open from
+    another network (a possible forward) is always told: it may be a new reader.
+    """
+
+    def __init__(self, quiet: timedelta) -> None:
+        self.quiet = quiet
+        # The time of the latest event told of, per message (opens) or link (clicks):
+        # read off the row once, written back once, whatever the batch holds.
+        self._last: dict[Message | Link, datetime | None] = {}
+        self._changed: set[Message | Link] = set()
+
+    def news(self, message: Message, event: NewEvent) -> bool:
+        holder: Message | Link = message
+        if event.type == "click":
+            if event.link is None:
+                return True
+            holder = event.link
+        if holder in self._last:
+            last = self._last[holder]
+        else:
+            last = self._last[holder] = as_utc(_told_at(holder))
+        if (
+            last is not None
+            and abs(event.occurred_at - last) < self.quiet
+            and not event.possible_forward
+        ):
+            return False
+        if last is None or event.occurred_at > last:
+            self._last[holder] = event.occurred_at
+            self._changed.add(holder)
+        return True
+
+    def remember(self) -> None:
+        """Keep what was told on the rows, for the batches to come."""
+        for holder in self._changed:
+            if isinstance(holder, Link):
+                holder.click_notified_at = self._last[holder]
+            else:
+                holder.open_notified_at = self._last[holder]
+
+
+def _told_at(holder: Message | Link) -> datetime | None:
+    if isinstance(holder, Link):
+        return holder.click_notified_at
+    return holder.open_notified_at
 
 
 def _refresh_counts(

@@ -31,6 +31,8 @@ def _view(notification: Notification, message_public_id: str) -> dict[str, objec
     return {
         "id": notification.id,
         "message_id": message_public_id,
+        # The event told of; null for a follow-up reminder, which tells of none.
+        "event_id": notification.event_id,
         "title": notification.title,
         "body": notification.body,
         "created_at": notification.created_at.isoformat(),
