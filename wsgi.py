@@ -1,4 +1,8 @@
-"""The production entry point: ``granian --interface wsgi wsgi:app`` (see Procfile)."""
+"""The production entry points (see Procfile).
+
+``wsgi:app`` serves everything: pages, API, live streams and the tracking endpoints.
+``wsgi:track`` serves the tracking endpoints alone, for processes given only those.
+"""
 
 import gc
 import logging
@@ -11,6 +15,7 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(name)s %(message)s",
 )
 app = create_app()
+track = app.extensions["trailmark.tracking"].alone()
 # granian loads this module in each of its processes: start shipping now, so that
 # hits a crashed process left in the spool go out without waiting for a new one.
 app.extensions["trailmark.spool"].start()

@@ -124,6 +124,7 @@ def _init_tracking(app: Flask, db: Database, jobs: Jobs) -> None:
     front = TrackingFront(
         app.wsgi_app, spool, LinkCache(db.engine), app.config["TRUSTED_PROXIES"]
     )
+    app.extensions["trailmark.tracking"] = front
     app.wsgi_app = front  # type: ignore[method-assign]
 
 

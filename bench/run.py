@@ -1,7 +1,8 @@
 """Load benchmark of the tracking endpoints, run as in production.
 
 Starts its own Redis, a fresh PostgreSQL database, the release step, the Procfile's web
-process, one worker and an nginx serving a static GIF; drives them with wrk; prints
+and track processes, one worker and an nginx serving a static GIF; drives the track
+processes with wrk (live notification streams held open on web); prints
 throughput, latency, hit-to-event delay, worker throughput and loss figures. Exits
 non-zero when an answered hit was not stored. See bench/README.md.
 """
@@ -105,6 +106,7 @@ class Services:
     env: dict[str, str]
     redis_port: int
     web_port: int
+    track_port: int
     nginx_port: int
     database_url: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -153,8 +155,11 @@ def fresh_database(url_base: str) -> str:
     return f"{url_base}/{DB_NAME}"
 
 
-def build_services(tmp: Path, web_command: str, worker_command: str) -> Services:
+def build_services(
+    tmp: Path, web_command: str, track_command: str, worker_command: str
+) -> Services:
     redis_port, web_port, nginx_port = free_port(), free_port(), free_port()
+    track_port = free_port()
     database_url = fresh_database(PG_ADMIN_URL.rsplit("/", 1)[0])
     env = {
         **os.environ,
@@ -174,10 +179,14 @@ def build_services(tmp: Path, web_command: str, worker_command: str) -> Services
         # messages take all the load, and production would tell of few repeats.
         "NOTIFY_REPEAT_SECONDS": "0",
         "PORT": str(web_port),
+        "TRACK_PORT": str(track_port),
         "WEB_COMMAND": web_command,
+        "TRACK_COMMAND": track_command,
         "WORKER_COMMAND": worker_command,
     }
-    return Services(tmp, env, redis_port, web_port, nginx_port, database_url)
+    return Services(
+        tmp, env, redis_port, web_port, track_port, nginx_port, database_url
+    )
 
 
 def start_redis(services: Services) -> None:
@@ -265,21 +274,28 @@ def create_user(services: Services, email: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def start_web(services: Services) -> None:
-    services.start("web", ["bash", "-c", f"exec {services.env['WEB_COMMAND']}"])
-    # A pixel with a malformed token is answered and records nothing.
-    url = f"http://127.0.0.1:{services.web_port}/o/ready.gif"
-    wait_until("web", lambda: requests.get(url, timeout=2).ok)
-    # wrk opens its connections once, at the start: were one web process still
-    # loading the app then, the others would hold every connection for the run.
-    wait_until("every web process", lambda: web_processes_started(services), 60)
+def start_servers(services: Services) -> None:
+    """The Procfile's web and track processes, each once all its processes are up."""
+    for name, port in (("web", services.web_port), ("track", services.track_port)):
+        command = services.env[f"{name.upper()}_COMMAND"]
+        services.start(name, ["bash", "-c", f"exec {command}"])
+        # A pixel with a malformed token is answered and records nothing.
+        url = f"http://127.0.0.1:{port}/o/ready.gif"
+        wait_until(name, lambda url=url: requests.get(url, timeout=2).ok)
+        # wrk opens its connections once, at the start: were one process still
+        # loading the app then, the others would hold every connection for the run.
+        wait_until(
+            f"every {name} process",
+            lambda name=name: processes_started(services, name),
+            60,
+        )
 
 
-def web_processes_started(services: Services) -> bool:
+def processes_started(services: Services, name: str) -> bool:
     """Whether each process the server spawned says it has started (granian's log)."""
-    server = services.processes["web"].pid
+    server = services.processes[name].pid
     spawned = len(children(server))
-    log_text = (services.tmp / "web.log").read_text(errors="replace")
+    log_text = (services.tmp / f"{name}.log").read_text(errors="replace")
     started = len(re.findall(r"Started worker-\d+ runtime", log_text))
     return spawned > 0 and started >= spawned
 
@@ -393,7 +409,7 @@ class CpuMeter:
         processes = self.services.processes
         found = {
             name: family(processes[name].pid)
-            for name in ("web", "worker", "redis")
+            for name in ("web", "track", "worker", "redis")
             if name in processes
         }
         found["postgres"] = self.store.backends()
@@ -703,30 +719,31 @@ def run_phase(
     meter = CpuMeter(services, store)
     meter.begin()
     load = wrk(
-        services.tmp, services.web_port, paths, args.duration, args, during, rate
+        services.tmp, services.track_port, paths, args.duration, args, during, rate
     )
     stored = wait_for_drain(services, store, kind, before + load.answered) - before
     cpu = meter.used()
     return Phase(kind, load, stored, store.delays(kind, since), cpu)
 
 
-def web_workers(services: Services) -> list[int]:
-    """Pids of the web processes that have written hits (their spool files)."""
+def track_processes(services: Services) -> list[int]:
+    """Pids of the track processes that hold a spool file."""
+    track = set(family(services.processes["track"].pid))
     pids = []
     for path in services.spool_dir.glob("hits-*.log"):
         pid = int(path.name.split("-")[-2])
-        if Path(f"/proc/{pid}").exists():
+        if pid in track and Path(f"/proc/{pid}").exists():
             pids.append(pid)
     return sorted(set(pids))
 
 
-def kill_one_web_worker(services: Services, after: float) -> Any:
+def kill_one_track_process(services: Services, after: float) -> Any:
     def during() -> None:
         time.sleep(after)
-        victims = web_workers(services)
+        victims = track_processes(services)
         if not victims:
-            raise RuntimeError("no web worker with a spool file to kill")
-        log(f"SIGKILL web worker pid={victims[0]}")
+            raise RuntimeError("no track process with a spool file to kill")
+        log(f"SIGKILL track process pid={victims[0]}")
         os.kill(victims[0], signal.SIGKILL)
 
     return during
@@ -739,7 +756,7 @@ def measure_drain(
     services.stop("worker")
     before = store.count("open")
     seconds = max(2.0, args.drain_hits / max(rps, 1.0) * 1.1)
-    load = wrk(services.tmp, services.web_port, "pixel-paths.txt", seconds, args)
+    load = wrk(services.tmp, services.track_port, "pixel-paths.txt", seconds, args)
     conn = redis.Redis(port=services.redis_port)
     wait_until("spool", lambda: spool_shipped(services.spool_dir), timeout=120)
     queued = Queue("hits", connection=conn).count
@@ -771,6 +788,7 @@ def report(
 ) -> list[str]:
     lines = [
         f"web: {args.web}",
+        f"track: {args.track}",
         f"worker: {args.worker}",
         f"load: wrk {args.threads} threads, {args.connections} connections, "
         f"{args.duration:g} s each; notification streams held open during pixel and "
@@ -790,7 +808,7 @@ def report(
         lost += max(0, answered - stored)
     if killed is not None:
         lines += [
-            f"kill : {killed.load.rps:,.0f} req/s with one web process SIGKILLed at "
+            f"kill : {killed.load.rps:,.0f} req/s with one track process SIGKILLed at "
             f"{min(args.kill_after, args.duration / 3):g} s; "
             f"socket errors {killed.load.errors}",
             f"       answered {killed.load.answered:,}  stored {killed.stored:,}  "
@@ -837,7 +855,7 @@ def cpu_line(phase: Phase) -> str:
     per_hit = {name: used / answered * 1e6 for name, used in phase.cpu.items()}
     parts = "  ".join(
         f"{name} {per_hit[name]:.0f}"
-        for name in ("web", "worker", "postgres", "redis", "wrk")
+        for name in ("track", "web", "worker", "postgres", "redis", "wrk")
         if name in per_hit
     )
     return f"       cpu µs per hit: {parts}  (total {sum(per_hit.values()):.0f})"
@@ -867,6 +885,11 @@ def parse_args() -> argparse.Namespace:
         help="web command line (default: the Procfile's)",
     )
     parser.add_argument(
+        "--track",
+        default=procfile_command("track"),
+        help="track command line (default: the Procfile's)",
+    )
+    parser.add_argument(
         "--worker",
         default=procfile_command("worker"),
         help="worker command line (default: the Procfile's)",
@@ -894,7 +917,7 @@ def main() -> int:
     # Stopped from outside, still stop every process this run started.
     signal.signal(signal.SIGTERM, _stop_on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="trailmark-bench-"))
-    services = build_services(tmp, args.web, args.worker)
+    services = build_services(tmp, args.web, args.track, args.worker)
     try:
         return run(args, services)
     finally:
@@ -912,7 +935,7 @@ def run(args: argparse.Namespace, services: Services) -> int:
     release(services)
     token = create_user(services, "rep@bench.test")
     watcher = create_user(services, "watcher@bench.test")
-    start_web(services)
+    start_servers(services)
     start_worker(services)
     targets = register_messages(services, token, args.messages)
     write_inputs(services.tmp, targets)
@@ -940,9 +963,9 @@ def run(args: argparse.Namespace, services: Services) -> int:
             phases.append(paced)
         log("worker drain")
         drain = measure_drain(services, store, args, phases[0].load.rps)
-        log("kill a web process under load")
+        log("kill a track process under load")
         kill_at = min(args.kill_after, args.duration / 3)
-        during = kill_one_web_worker(services, kill_at)
+        during = kill_one_track_process(services, kill_at)
         killed = run_phase(services, store, args, "open", "pixel-paths.txt", during)
         killed.name = "kill"
     lines = report(args, nginx, phases, streams, drain, killed, failed_jobs(services))

@@ -421,3 +421,34 @@ def test_a_hit_too_long_for_its_columns_is_cut_to_fit_and_holds_up_nothing(
     stored = events(account, created["id"])
     assert [e["classification"] for e in stored] == ["bot", "human", "human"]
     assert len(stored[1]["device"]["os"]) <= 100
+
+
+def test_the_tracking_only_entry_point_answers_hits_and_nothing_else(
+    app: Any, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    """``wsgi:track`` (the Procfile's track processes) serves the hot path alone."""
+    from werkzeug.test import Client
+
+    created = account.send(html='<p>Hi</p><a href="https://example.com/x?a=1">x</a>')
+    track = Client(app.extensions["trailmark.tracking"].alone())
+    headers = {"User-Agent": CHROME}
+    environ = {"REMOTE_ADDR": LINKOPING}
+
+    pixel = track.get(
+        path_of(created["pixel_url"]), headers=headers, environ_base=environ
+    )
+    link = track.get(
+        path_of(created["links"][0]["tracked_url"]),
+        headers=headers,
+        environ_base=environ,
+    )
+    assert_pixel(pixel)
+    assert link.status_code == 302
+    assert link.headers["Location"] == "https://example.com/x?a=1"
+    for elsewhere in ("/", "/api/v1/messages", "/signin", "/c/not-a-token"):
+        answer = track.get(elsewhere, headers=account.headers)
+        assert answer.status_code == 404, elsewhere
+        assert answer.headers["Content-Type"] == "text/html; charset=utf-8"
+    run_jobs()
+    events = account.get(f"/api/v1/messages/{created['id']}/events").get_json()
+    assert [e["type"] for e in events["events"]] == ["open", "click"]

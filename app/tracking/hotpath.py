@@ -48,6 +48,12 @@ _NOT_FOUND = (
     b"<h1>This link is not valid</h1><p>The address may be incomplete or mistyped. "
     b"Please use the link exactly as it appears in the email.</p></body></html>"
 )
+_TRACKING_ONLY = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Not found</title>"
+    b"<body style='font-family:system-ui,sans-serif;max-width:32em;margin:4em auto'>"
+    b"<h1>Nothing here</h1><p>This address answers the tracking links of emails "
+    b"only.</p></body></html>"
+)
 _UNAVAILABLE = (
     b"<!doctype html><html lang=en><meta charset=utf-8><title>Try again</title>"
     b"<body style='font-family:system-ui,sans-serif;max-width:32em;margin:4em auto'>"
@@ -157,6 +163,15 @@ class TrackingFront:
         self.links = links
         self.trusted_proxies = trusted_proxies
 
+    def alone(self) -> TrackingFront:
+        """The same endpoints, answering every other path with a 404.
+
+        For the processes that serve tracking alone (the Procfile's ``track``): one
+        thread each, so no page or API request ever holds a pixel up, and no hand-off
+        between threads is paid on every hit.
+        """
+        return TrackingFront(_elsewhere, self.spool, self.links, self.trusted_proxies)
+
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:
@@ -244,6 +259,12 @@ def _header_safe(url: str) -> str:
     # Printable ASCII passes unchanged (existing escapes included), so the browser
     # lands on exactly the URL it would have followed from the email.
     return quote(url, safe=_URL_SAFE)
+
+
+def _elsewhere(
+    environ: dict[str, Any], start_response: StartResponse
+) -> Iterable[bytes]:
+    return _page(start_response, "404 Not Found", _TRACKING_ONLY)
 
 
 def _page(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:
