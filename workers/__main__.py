@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import importlib
 import logging
 import os
@@ -77,12 +78,20 @@ def worker_connection(redis_url: str) -> redis.Redis:
 
 
 def _warm_up() -> None:
-    """Import every job's module and map the models before the first job arrives."""
+    """Import every job's module and map the models before the first job arrives.
+
+    Then keep what start-up made out of the garbage collector's passes: it lives as
+    long as the process, and a batch of hits allocates enough to set off the
+    collector's older generations, which would walk all of it each time (a fifth of
+    the CPU a hit costs, measured in-process on batches of 2,000 hits).
+    """
     from sqlalchemy.orm import configure_mappers
 
     for name in JOB_MODULES:
         importlib.import_module(name)
     configure_mappers()
+    gc.collect()
+    gc.freeze()
 
 
 def main() -> None:
