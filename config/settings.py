@@ -15,8 +15,10 @@ DEFAULTS: dict[str, Any] = {
     "GEOIP_CITY_DB": "",
     "GEOIP_ASN_DB": "",
     "SPOOL_DIR": "var/spool",
-    # Hits are shipped to the queue in batches at most this often (seconds).
-    "SPOOL_FLUSH_INTERVAL": 0.05,
+    # Hits are shipped to the queue in batches at most this often (seconds): a job
+    # costs the worker some milliseconds besides its hits, so a busy process ships
+    # a few large batches a second rather than many small ones.
+    "SPOOL_FLUSH_INTERVAL": 0.25,
     # Hits a job stores at most; batches only grow while the workers are busy.
     "SPOOL_BATCH_SIZE": 2000,
     "TOKEN_ENCRYPTION_KEYS": "",

@@ -452,3 +452,20 @@ def test_the_tracking_only_entry_point_answers_hits_and_nothing_else(
     run_jobs()
     events = account.get(f"/api/v1/messages/{created['id']}/events").get_json()
     assert [e["type"] for e in events["events"]] == ["open", "click"]
+
+
+def test_a_queued_batch_of_hits_is_described_by_its_size_not_its_hits(
+    app: Any, account: Account, redis_conn: Any
+) -> None:
+    from rq import Queue
+
+    created = account.send(html="<p>Hi</p>")
+    hit(account.client, created["pixel_url"])
+    app.extensions["trailmark.spool"].flush()
+
+    [job] = Queue("hits", connection=redis_conn).jobs
+    assert job.description is not None
+    assert job.description.startswith("workers.ingest.ingest_lines(<")
+    assert job.description.endswith(" bytes>)")
+    assert LINKOPING not in job.description
+    assert LINKOPING.encode() in job.args[0]  # the hit itself is all there

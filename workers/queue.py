@@ -44,6 +44,7 @@ class RqJobs:
             job_timeout=timeout,
             # Nobody reads a hit batch's result: not keeping it saves a write a job.
             result_ttl=0 if queue == "hits" else None,
+            description=_description(func, args),
         )
 
     def backlog(self, queue: str) -> int:
@@ -66,6 +67,20 @@ class RqJobs:
         self._queues[queue].enqueue_in(
             delay, func, args=args, kwargs=kwargs, retry=_RETRY
         )
+
+
+def _description(func: Callable[..., Any], args: tuple[Any, ...]) -> str | None:
+    """What RQ shows of a job: its arguments, unless one is a block of raw hits.
+
+    RQ would otherwise write out a whole block (half a megabyte for a batch of hits)
+    to keep its first 75 characters, on the thread that ships hits beside the
+    pixels being answered; and those characters are a hit, which has no business in
+    a job listing.
+    """
+    if not any(isinstance(arg, bytes) for arg in args):
+        return None  # RQ's own: the call with its arguments
+    shown = [f"<{len(a):,} bytes>" if isinstance(a, bytes) else "..." for a in args]
+    return f"{func.__module__}.{func.__qualname__}({', '.join(shown)})"
 
 
 class InlineJobs:
