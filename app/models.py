@@ -298,8 +298,10 @@ class Notification(Base):
     # None for a follow-up reminder, which no single event caused.
     event_id: Mapped[int | None] = mapped_column(Integer, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    title: Mapped[str] = mapped_column(String(300))
-    body: Mapped[str] = mapped_column(String(500))
+    # A reminder's own words. An event's notification is written out from its event
+    # when read (app.presenters.notification_text), so storing it costs no text.
+    title: Mapped[str | None] = mapped_column(String(300))
+    body: Mapped[str | None] = mapped_column(String(500))
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -91,6 +91,16 @@ def describe_event(message: Message, event: Described) -> tuple[str, str]:
     return title, " · ".join(details) or "just now"
 
 
+def notification_text(
+    message: Message, event: Event | None, title: str | None, body: str | None
+) -> tuple[str, str]:
+    """A notification's title and body: a reminder's own, or its event's described."""
+    if title is not None or event is None:
+        return title or "", body or ""
+    title, body = describe_event(message, event)
+    return title[:300], body[:500]
+
+
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
     """'just now', '3 minutes ago', '2 hours ago', '5 days ago'."""
     moment = as_utc(moment)

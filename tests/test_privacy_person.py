@@ -118,7 +118,10 @@ def test_export_holds_messages_events_and_crm_records_of_the_address(
     assert alone["events"][0]["ip"] == "89.160.20.0"
     assert alone["events"][0]["user_agent"].startswith("Mozilla/5.0")
     assert alone["links"] == ["https://seller.test/offer"]
-    assert alone["notifications"], "Ann's counted open made a notification"
+    opened, clicked = alone["notifications"]  # Ann's counted open and click
+    assert opened["title"] == "Ann@Example.com opened “Just for Ann”"
+    assert clicked["title"] == "Ann@Example.com clicked a link in “Just for Ann”"
+    assert clicked["body"].startswith("seller.test/offer")
     assert {(r["external_id"], r["state"]) for r in alone["crm_records"]} == {
         ("101", "created"),
         (None, "pending"),

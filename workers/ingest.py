@@ -46,7 +46,6 @@ from app.models import (
     as_utc,
     utcnow,
 )
-from app.presenters import describe_event
 from app.privacy.rules import untracked_message_ids
 from app.tracking.spool import decode
 from workers.context import WorkerContext, current
@@ -953,13 +952,11 @@ def _edges(message_id: int) -> dict[str, Any]:
 
 
 def _notification(message: Message, event: NewEvent) -> dict[str, Any]:
-    title, body = describe_event(message, event)
+    # The words are written out from the event when the notification is read.
     return {
         "user_id": message.user_id,
         "message_id": message.id,
         "event_id": event.id,
-        "title": title[:300],
-        "body": body[:500],
         "created_at": datetime.now(UTC),
     }
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 from flask import Response, current_app, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.orm import selectinload
 
 from app.api import bp
 from app.api.messages import signed_in
@@ -17,8 +18,9 @@ from app.api.schemas import NotificationArgsSchema
 from app.auth import api_auth
 from app.db import Database
 from app.extensions import database, db_session, notifier
-from app.models import Message, Notification
+from app.models import Event, Message, Notification
 from app.notify import Notifier
+from app.presenters import notification_text
 
 # A stream ends after STREAM_SECONDS (25 by default) and the browser reconnects with
 # Last-Event-ID, so a connection never holds a server thread for long and nothing is
@@ -27,14 +29,30 @@ HEARTBEAT_SECONDS = 10.0
 BUSY_RETRY_MS = 5000
 
 
-def _view(notification: Notification, message_public_id: str) -> dict[str, object]:
+def _feed(user_id: int) -> Select[Notification, Message, Event]:
+    """A user's notifications, with what writing each out reads."""
+    return (
+        select(Notification, Message, Event)
+        .join(Message, Message.id == Notification.message_id)
+        .outerjoin(Event, Event.id == Notification.event_id)
+        .where(Notification.user_id == user_id)
+        .options(selectinload(Event.link))
+    )
+
+
+def _view(
+    notification: Notification, message: Message, event: Event | None
+) -> dict[str, object]:
+    title, body = notification_text(
+        message, event, notification.title, notification.body
+    )
     return {
         "id": notification.id,
-        "message_id": message_public_id,
+        "message_id": message.public_id,
         # The event told of; null for a follow-up reminder, which tells of none.
         "event_id": notification.event_id,
-        "title": notification.title,
-        "body": notification.body,
+        "title": title,
+        "body": body,
         "created_at": notification.created_at.isoformat(),
     }
 
@@ -42,13 +60,12 @@ def _view(notification: Notification, message_public_id: str) -> dict[str, objec
 def _after(db: Database, user_id: int, last_id: int) -> list[dict[str, object]]:
     with db.session_factory() as session:
         rows = session.execute(
-            select(Notification, Message.public_id)
-            .join(Message, Message.id == Notification.message_id)
-            .where(Notification.user_id == user_id, Notification.id > last_id)
+            _feed(user_id)
+            .where(Notification.id > last_id)
             .order_by(Notification.id)
             .limit(100)
         ).all()
-        return [_view(n, public_id) for n, public_id in rows]
+        return [_view(n, m, e) for n, m, e in rows]
 
 
 def _latest_id(user_id: int) -> int:
@@ -160,12 +177,11 @@ def list_notifications() -> ResponseReturnValue:
     rows = (
         db_session()
         .execute(
-            select(Notification, Message.public_id)
-            .join(Message, Message.id == Notification.message_id)
-            .where(Notification.user_id == user.id, Notification.id > after)
+            _feed(user.id)
+            .where(Notification.id > after)
             .order_by(Notification.id.desc())
             .limit(50)
         )
         .all()
     )
-    return {"notifications": [_view(n, public_id) for n, public_id in rows]}
+    return {"notifications": [_view(n, m, e) for n, m, e in rows]}

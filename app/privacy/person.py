@@ -30,6 +30,7 @@ from app.models import (
     Organization,
     User,
 )
+from app.presenters import notification_text
 from app.privacy.rules import list_key, lookup_keys, normalise
 from app.privacy.settings import add_entry
 
@@ -167,6 +168,16 @@ def _event_export(event: Event, whole: bool) -> dict[str, Any]:
     return {name: _plain(getattr(event, name)) for name in names}
 
 
+def _notification_export(
+    message: Message, notification: Notification, events: dict[int, Event]
+) -> dict[str, Any]:
+    event = events.get(notification.event_id or 0)
+    title, body = notification_text(
+        message, event, notification.title, notification.body
+    )
+    return {"title": title, "body": body, "created_at": _plain(notification.created_at)}
+
+
 def _message_export(
     session: Session, message: Message, address: str, crm: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -181,6 +192,7 @@ def _message_export(
         .where(Notification.event_id.in_([e.id for e in mine]))
         .order_by(Notification.id)
     ).all()
+    told = {e.id: e for e in mine}
     org = session.get(Organization, message.org_id)
     sender = session.get(User, message.user_id)
     return {
@@ -207,8 +219,7 @@ def _message_export(
         "events": [_event_export(e, whole=True) for e in mine],
         "events_of_any_recipient": [_event_export(e, whole=False) for e in anyones],
         "notifications": [
-            {"title": n.title, "body": n.body, "created_at": _plain(n.created_at)}
-            for n in notifications
+            _notification_export(message, n, told) for n in notifications
         ],
         "crm_records": [r for r in crm if r["message_id"] == message.id],
     }
