@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from flask import abort, g, redirect, request, session, url_for
 from sqlalchemy import select
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import Unauthorized
 from werkzeug.security import check_password_hash
 
 from app import signin
@@ -85,11 +87,17 @@ def api_auth(view: F) -> F:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if current_user() is None:
-            abort(
-                401,
+            # RFC 6750: say which scheme, and whether the token given was refused.
+            given = request.headers.get("Authorization", "").startswith("Bearer ")
+            challenge = WWWAuthenticate(
+                "Bearer",
+                {"realm": "api", **({"error": "invalid_token"} if given else {})},
+            )
+            raise Unauthorized(
                 "Send an API token as 'Authorization: Bearer <token>'. "
                 "Create one with: scripts/flask user create EMAIL --org NAME "
                 "(or flask --app app user create ... where the environment is set)",
+                www_authenticate=challenge,
             )
         return view(*args, **kwargs)
 

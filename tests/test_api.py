@@ -124,11 +124,14 @@ def test_a_chunked_body_over_the_limit_gets_413_like_one_with_a_length(
 
 def test_requests_without_a_valid_token_get_401(account: Account) -> None:
     client = account.client
-    assert client.get("/api/v1/messages").status_code == 401
+    missing = client.get("/api/v1/messages")
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == "Bearer realm=api"
     bad = {"Authorization": "Bearer tm_not-a-real-token"}
     response = client.get("/api/v1/messages", headers=bad)
     assert response.status_code == 401
     assert "Bearer" in response.get_json()["message"]
+    assert "invalid_token" in response.headers["WWW-Authenticate"]
 
 
 def test_list_is_newest_first_and_paginated(account: Account) -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from workers.enrich import UNKNOWN_DEVICE, Device, Enricher, Location, Network
+from workers.enrich import (
+    UNKNOWN_DEVICE,
+    Device,
+    Enricher,
+    Location,
+    Network,
+    canonical_address,
+)
 
 DATA = Path(__file__).parent / "data"
 CITY_DB = str(DATA / "geoip" / "GeoLite2-City-Test.mmdb")
@@ -248,6 +255,32 @@ def test_unroutable_or_invalid_address_has_no_location(
 ) -> None:
     assert enricher.location(ip) is None
     assert enricher.network(ip) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("81.2.69.142:443", "81.2.69.142"),
+        ("[2001:8000::1]:51234", "2001:8000::1"),
+        (" ::ffff:81.2.69.142 ", "81.2.69.142"),
+        ("2001:8000::1", "2001:8000::1"),
+        ("2001:8000::1:443", "2001:8000::1:443"),  # a valid address, not a port
+        ("81.2.69.142:", None),
+        ("81.2.69.142:https", None),
+        ("81.2.69.142:4430000", None),
+        ("[81.2.69.142]:443x", None),
+        ("host.example:443", None),
+    ],
+)
+def test_an_address_is_kept_in_one_spelling_with_any_port_dropped(
+    given: str, kept: str | None
+) -> None:
+    assert canonical_address(given) == kept
+
+
+def test_an_address_given_with_its_port_is_located(enricher: Enricher) -> None:
+    located = enricher.location("81.2.69.142:443")
+    assert located is not None and located.city == "London"
 
 
 def test_address_missing_from_database_has_no_location(enricher: Enricher) -> None:

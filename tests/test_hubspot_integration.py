@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -577,6 +577,43 @@ def test_connecting_without_an_encryption_key_is_refused_before_the_consent(
     assert answer.status_code == 503 and "Location" not in answer.headers
     assert "TOKEN_ENCRYPTION_KEYS" in answer.get_data(as_text=True)
     app.extensions["trailmark.spool"].stop()
+
+
+def test_connecting_without_a_client_id_is_refused_before_the_consent(
+    config: dict[str, Any], team: tuple[Account, Account]
+) -> None:
+    app = create_app({**config, "HUBSPOT_CLIENT_ID": ""})
+    client = app.test_client()
+    sign_in(client, team[0].email)
+    page = client.get("/settings").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf
+    answer = client.post(
+        "/settings/crm/hubspot/connect", data={"csrf_token": csrf.group(1)}
+    )
+    assert answer.status_code == 503 and "Location" not in answer.headers
+    assert "HUBSPOT_CLIENT_ID" in answer.get_data(as_text=True)
+    app.extensions["trailmark.spool"].stop()
+
+
+def test_unfinished_sign_ins_do_not_pile_up_in_the_cookie(
+    app: Flask, team: tuple[Account, Account]
+) -> None:
+    client = app.test_client()
+    sign_in(client, team[0].email)
+    page = client.get("/settings").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf
+    for _ in range(30):
+        started = client.post(
+            "/settings/crm/hubspot/connect", data={"csrf_token": csrf.group(1)}
+        )
+        assert started.status_code == 302
+    with client.session_transaction() as kept:
+        assert len(kept["oauth"]) == 3
+    state = parse_qs(urlsplit(started.headers["Location"]).query)["state"][0]
+    with client.session_transaction() as kept:
+        assert state in kept["oauth"]  # the latest one can still be finished
 
 
 def test_an_encryption_key_that_is_not_one_stops_the_start(

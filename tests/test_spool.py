@@ -392,3 +392,37 @@ def test_a_web_process_started_while_redis_is_down_queues_its_hits_once_it_is_up
     assert _stored(app) == 5
     app.extensions["trailmark.spool"].stop()
     server.stop()
+
+
+def test_a_message_registered_while_redis_is_down_is_stored_once_and_synced_later(
+    config: dict[str, Any], own_redis: OwnRedis
+) -> None:
+    """Its CRM sync cannot be queued, but the message is kept and answered 201."""
+    from app.models import CrmConnection, Message, User
+    from integrations.jobs import unsynced_messages
+
+    app = create_app({**config, "REDIS_URL": own_redis.url})
+    account = Account(app.test_client(), "rep@seller.test", "")
+    result = app.test_cli_runner().invoke(
+        args=["user", "create", account.email, "--org", "Seller"]
+    )
+    account.token = result.output.strip().splitlines()[-1]
+    db = app.extensions["trailmark.db"]
+    with db.begin() as session:
+        org_id = session.scalars(select(User.org_id)).one()
+        session.add(
+            CrmConnection(org_id=org_id, provider="hubspot", external_account_id="1")
+        )
+    own_redis.stop()
+
+    created = account.send(subject="During the outage", html="<p>Hi</p>")
+
+    listed = account.get("/api/v1/messages").get_json()["messages"]
+    assert [m["subject"] for m in listed] == ["During the outage"]
+    with db.session_factory() as session:
+        connection = session.scalars(select(CrmConnection)).one()
+        message_id = session.scalars(
+            select(Message.id).where(Message.public_id == created["id"])
+        ).one()
+        # What the periodic CRM sweep queues once Redis answers again.
+        assert unsynced_messages(session, connection) == [message_id]

@@ -204,10 +204,22 @@ def parse_address(
     Cached: a batch meets the same few addresses again and again, and parsing one
     costs more than grading the hit.
     """
+    text = (ip or "").strip()
     try:
-        address = ipaddress.ip_address((ip or "").strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
-        return None
+        # Some proxies append the client's port: 81.2.69.142:443, [2001:db8::1]:443.
+        host, colon, port = text.rpartition(":")
+        if not (colon and port.isascii() and port.isdigit() and len(port) <= 5):
+            return None
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            return None  # a bare IPv6 address with a port would be ambiguous
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return address.ipv4_mapped
     return address

@@ -26,6 +26,7 @@ from integrations.tokens import store_tokens, tokens_of
 logger = logging.getLogger(__name__)
 
 STATE_TTL = 600  # seconds an admin has to finish the CRM's consent page
+PENDING_FLOWS = 3  # CRM sign-ins an admin may have started and not finished
 SALESFORCE_HOSTS = {
     "production": "https://login.salesforce.com",
     "sandbox": "https://test.salesforce.com",
@@ -94,15 +95,34 @@ def crm_connect(provider: str) -> ResponseReturnValue:
             "Connecting a CRM needs TOKEN_ENCRYPTION_KEYS set on the server, to "
             "keep its tokens encrypted. Ask the operator to set it (see the README).",
         )
+    client_id = f"{provider.upper()}_CLIENT_ID"
+    if not str(current_app.config.get(client_id) or "").strip():
+        # The CRM would only say that an empty client is unknown, on its own page.
+        abort(
+            503,
+            f"Connecting {crm.label} needs {client_id} and its secret set on the "
+            "server (see the README). Ask the operator to set them.",
+        )
     state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
     login_url = _login_url(provider)
-    pending = dict(session.get("oauth", {}))
+    # Flows started and never finished are dropped when they expire, and only the
+    # latest few are kept: each one lives in the sign-in cookie, which browsers cap.
+    now = time.time()
+    recent = sorted(
+        (
+            (key, flow)
+            for key, flow in dict(session.get("oauth", {})).items()
+            if now - flow["at"] <= STATE_TTL
+        ),
+        key=lambda item: item[1]["at"],
+    )
+    pending = dict(recent[-(PENDING_FLOWS - 1) :])
     pending[state] = {
         "provider": provider,
         "verifier": verifier,
         "login_url": login_url,
         "user_id": g.user.id,
-        "at": time.time(),
+        "at": now,
     }
     session["oauth"] = pending
     url = crm.authorize_url(
