@@ -4,6 +4,7 @@
   "use strict";
   var script = document.currentScript;
   var toasts = document.getElementById("toasts");
+  var MAX_TOASTS = 5; // the newest; a burst of opens does not bury the page
 
   function toast(item) {
     var box = document.createElement("div");
@@ -18,6 +19,7 @@
     link.textContent = " View";
     box.append(title, body, link);
     toasts.append(box);
+    while (toasts.children.length > MAX_TOASTS) toasts.firstElementChild.remove();
     setTimeout(function () { box.remove(); }, 12000);
   }
 
@@ -26,7 +28,24 @@
     new Notification(item.title, { body: item.body, tag: "trailmark-" + item.id });
   }
 
+  // A burst of events loads each live part at once and then at most every two
+  // seconds, not once per event: a busy message's timeline is large, and every
+  // load of it is work for the server that answers the pixels too.
+  var REFRESH_GAP_MS = 2000;
+  var parts = {};
+
   function refresh(selector, attribute) {
+    var part = parts[selector] || (parts[selector] = { scheduled: false, last: 0 });
+    if (part.scheduled) return; // the load to come will show this event as well
+    part.scheduled = true;
+    setTimeout(function () {
+      part.scheduled = false;
+      part.last = Date.now();
+      load(selector, attribute);
+    }, Math.max(0, part.last + REFRESH_GAP_MS - Date.now()));
+  }
+
+  function load(selector, attribute) {
     var el = document.querySelector(selector);
     if (!el) return;
     var target = el.id === "timeline" ? el : document.getElementById("inbox-rows");

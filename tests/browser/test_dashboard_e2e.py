@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from playwright.sync_api import BrowserContext, Dialog, Page, Route, expect
+from sqlalchemy import select
 
+from app.models import User
 from tests.browser.conftest import Destination, LiveServer
 from tests.conftest import DATA, Account, wait_for
 
@@ -340,3 +342,32 @@ def test_a_notification_made_while_the_stream_was_down_still_pops_up(
     expect(inbox.locator(".toast strong")).to_have_text(
         f"{PROSPECT} opened “Quarterly pricing”"
     )
+
+
+def test_a_burst_of_activity_reloads_the_timeline_twice_not_once_an_event(
+    app: Any,
+    live_server: LiveServer,
+    make_account: Callable[..., Account],
+    new_context: Callable[..., BrowserContext],
+) -> None:
+    base = live_server.url
+    rep = make_account()
+    created = register(base, rep, subject="Busy message", html="<p>Hi</p>")
+    page = new_context().new_page()
+    sign_in(page, base, rep.email)
+    open_live(page, f"{base}/messages/{created['id']}")
+    loads: list[str] = []
+    page.on(
+        "request",
+        lambda request: loads.append(request.url) if "/timeline" in request.url else 0,
+    )
+    with app.extensions["trailmark.db"].session_factory() as session:
+        user_id = session.scalar(select(User.id).where(User.email == rep.email))
+    notifier = app.extensions["trailmark.notifier"]
+
+    for _ in range(30):  # as a busy message's batches wake an open page
+        notifier.publish(user_id, created["id"])
+        page.wait_for_timeout(30)
+    page.wait_for_timeout(3000)
+
+    assert 1 <= len(loads) <= 2, loads
