@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     # many seconds are stored and counted without notifying the sender again; 0
     # notifies every counted event.
     "NOTIFY_REPEAT_SECONDS": 300.0,
+    # How often (seconds) a worker starts RQ's scheduler again if it stopped (it does
+    # when Redis goes away) and cleans RQ's registries (RQ's own default is 600).
+    "WORKER_MAINTENANCE_INTERVAL": 30,
     "SALESFORCE_CLIENT_ID": "",
     "SALESFORCE_CLIENT_SECRET": "",
     "SALESFORCE_LOGIN_URL": "https://login.salesforce.com",
@@ -50,7 +53,12 @@ DEFAULTS: dict[str, Any] = {
     "HUBSPOT_TIMEOUT": 20.0,
 }
 
-_INTS = {"TRUSTED_PROXIES", "SPOOL_BATCH_SIZE", "STREAM_LIMIT"}
+_INTS = {
+    "TRUSTED_PROXIES",
+    "SPOOL_BATCH_SIZE",
+    "STREAM_LIMIT",
+    "WORKER_MAINTENANCE_INTERVAL",
+}
 _FLOATS = {
     "SPOOL_FLUSH_INTERVAL",
     "SALESFORCE_TIMEOUT",

@@ -5,15 +5,18 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 from flask import Flask
 
 from tests.conftest import REDIS_URL, wait_for
+from tests.test_spool import OwnRedis
 from workers.__main__ import worker_connection
 from workers.context import current
 from workers.maintenance import Maintenance
+from workers.queue import QUEUES
 
 
 def _queued(conn: redis.Redis) -> dict[str, int]:
@@ -78,3 +81,29 @@ def test_the_worker_can_wait_for_jobs_longer_than_a_request_may() -> None:
     started = time.monotonic()
     assert connection.blpop(["trailmark:test:no-jobs"], timeout=6) is None
     assert time.monotonic() - started >= 5.5
+
+
+def test_the_scheduler_starts_again_after_redis_comes_back(
+    config: dict[str, Any],
+    worker_process: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        worker = worker_process(REDIS_URL=server.url, WORKER_MAINTENANCE_INTERVAL="2")
+        [scheduler] = wait_for(lambda: _children(worker.pid), 30)
+        own = redis.Redis.from_url(server.url)
+        # Idle first: RQ's worker quits when Redis goes away in the middle of a job
+        # (the README has it run under a supervisor that starts it again).
+        wait_for(lambda: not any(own.llen(f"rq:queue:{q}") for q in QUEUES), 30)
+        wait_for(lambda: not any(own.zcard(f"rq:wip:{q}") for q in QUEUES), 30)
+        server.stop()
+        wait_for(lambda: not _alive(scheduler), 30)  # it exits with Redis gone
+
+        server.start()
+
+        wait_for(lambda: [p for p in _children(worker.pid) if _alive(p)], 30)
+        assert worker.poll() is None
+    finally:
+        server.stop()

@@ -129,11 +129,18 @@ def main() -> None:
     # GeoIP caches, compiled SQL and pooled connections serve every job, where a fork
     # per job would start each one cold. RQ's job timeouts apply either way.
     worker_class = Worker if args.fork else SimpleWorker
+    every = max(1, int(ctx.settings["WORKER_MAINTENANCE_INTERVAL"]))
     # A job's description holds its arguments: raw hits, with full addresses.
     worker = worker_class(
         list(QUEUES),
         connection=worker_connection(ctx.settings["REDIS_URL"]),
         log_job_description=False,
+        # RQ's scheduler child exits when Redis goes away, and the worker only starts
+        # it again at its next maintenance, which an idle worker reaches when its wait
+        # for a job (its TTL less 15 s) runs out: delayed jobs (CRM retries,
+        # reminders) would wait up to ten minutes after a blip of Redis.
+        maintenance_interval=every,
+        worker_ttl=every + 15,
     )
     stop = threading.Event()
     if not args.burst:
