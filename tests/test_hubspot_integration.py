@@ -562,37 +562,27 @@ def test_burst_of_a_thousand_events_stays_within_budget_and_loses_nothing(
             json.dump({**report, "busiest_10s": busiest_window(api, 10.0)}, out)
 
 
-def test_connecting_without_an_encryption_key_is_refused_before_the_consent(
-    config: dict[str, Any], team: tuple[Account, Account]
-) -> None:
-    app = create_app({**config, "TOKEN_ENCRYPTION_KEYS": ""})
-    client = app.test_client()
-    sign_in(client, team[0].email)
+def _csrf(client: FlaskClient) -> str:
     page = client.get("/settings").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf
-    answer = client.post(
-        "/settings/crm/hubspot/connect", data={"csrf_token": csrf.group(1)}
-    )
-    assert answer.status_code == 503 and "Location" not in answer.headers
-    assert "TOKEN_ENCRYPTION_KEYS" in answer.get_data(as_text=True)
-    app.extensions["trailmark.spool"].stop()
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found
+    return found.group(1)
 
 
-def test_connecting_without_a_client_id_is_refused_before_the_consent(
-    config: dict[str, Any], team: tuple[Account, Account]
+@pytest.mark.parametrize(
+    "unset", ["TOKEN_ENCRYPTION_KEYS", "HUBSPOT_CLIENT_ID"], ids=["no-key", "no-client"]
+)
+def test_connecting_without_what_it_needs_is_refused_before_the_consent(
+    config: dict[str, Any], team: tuple[Account, Account], unset: str
 ) -> None:
-    app = create_app({**config, "HUBSPOT_CLIENT_ID": ""})
+    app = create_app({**config, unset: ""})
     client = app.test_client()
     sign_in(client, team[0].email)
-    page = client.get("/settings").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf
     answer = client.post(
-        "/settings/crm/hubspot/connect", data={"csrf_token": csrf.group(1)}
+        "/settings/crm/hubspot/connect", data={"csrf_token": _csrf(client)}
     )
     assert answer.status_code == 503 and "Location" not in answer.headers
-    assert "HUBSPOT_CLIENT_ID" in answer.get_data(as_text=True)
+    assert unset in answer.get_data(as_text=True)
     app.extensions["trailmark.spool"].stop()
 
 
@@ -601,12 +591,10 @@ def test_unfinished_sign_ins_do_not_pile_up_in_the_cookie(
 ) -> None:
     client = app.test_client()
     sign_in(client, team[0].email)
-    page = client.get("/settings").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf
+    csrf = _csrf(client)
     for _ in range(30):
         started = client.post(
-            "/settings/crm/hubspot/connect", data={"csrf_token": csrf.group(1)}
+            "/settings/crm/hubspot/connect", data={"csrf_token": csrf}
         )
         assert started.status_code == 302
     with client.session_transaction() as kept:

@@ -100,7 +100,8 @@ def test_full_policy_keeps_the_whole_address(
     [
         (f"::ffff:{LINKOPING}", LINKOPING),
         ("not-an-address", None),
-        (f"{LINKOPING}:443", None),
+        (f"{LINKOPING}:443", LINKOPING),  # as some proxies append the port
+        (f"{LINKOPING}:https", None),
     ],
 )
 def test_full_policy_keeps_an_address_in_one_spelling_and_nothing_else(
