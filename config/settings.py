@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     # a few large batches a second rather than many small ones.
     "SPOOL_FLUSH_INTERVAL": 0.25,
     # Hits a job stores at most; batches only grow while the workers are busy.
-    "SPOOL_BATCH_SIZE": 2000,
+    "SPOOL_BATCH_SIZE": 5000,
     "TOKEN_ENCRYPTION_KEYS": "",
     "SESSION_COOKIE_SECURE": False,
     # How long one live-notification stream stays open before the browser reconnects.
