@@ -426,3 +426,40 @@ def test_a_message_registered_while_redis_is_down_is_stored_once_and_synced_late
         ).one()
         # What the periodic CRM sweep queues once Redis answers again.
         assert unsynced_messages(session, connection) == [message_id]
+
+
+def test_a_stream_opened_while_redis_is_down_answers_from_the_database(
+    config: dict[str, Any], own_redis: OwnRedis
+) -> None:
+    from app.models import Message, Notification, User
+
+    app = create_app({**config, "REDIS_URL": own_redis.url})
+    account = Account(app.test_client(), "rep@seller.test", "")
+    result = app.test_cli_runner().invoke(
+        args=["user", "create", account.email, "--org", "Seller"]
+    )
+    account.token = result.output.strip().splitlines()[-1]
+    account.send(subject="Renewal", html="<p>Hi</p>")
+    db = app.extensions["trailmark.db"]
+    with db.begin() as session:
+        user_id = session.scalars(select(User.id)).one()
+        message_id = session.scalars(select(Message.id)).one()
+        session.add(
+            Notification(
+                user_id=user_id, message_id=message_id, title="Call Ann", body="today"
+            )
+        )
+    own_redis.stop()
+
+    for resume in ("0", "2147483648"):
+        answer = account.client.get(
+            "/api/v1/notifications/stream",
+            headers={**account.headers, "Last-Event-ID": resume},
+        )
+        body = answer.get_data(as_text=True)
+        assert answer.status_code == 200
+        assert "retry: 5000" in body  # ask again in a few seconds
+        if resume == "0":
+            assert '"title": "Call Ann"' in body
+        else:  # an id past the latest resumes from the latest
+            assert "event: notification" not in body

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Iterator
 
+import redis
 from flask import Response, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Select, select
@@ -81,7 +83,13 @@ def _latest_id(user_id: int) -> int:
 def _stream(
     db: Database, hub: Notifier, user_id: int, last_id: int, seconds: float
 ) -> Iterator[str]:
-    subscription = hub.subscribe(user_id)
+    try:
+        subscription = hub.subscribe(user_id)
+    except redis.RedisError:
+        # Nothing can wake a stream without Redis: answer what is new from the
+        # database, and the browser asks again a few seconds later.
+        yield from _catch_up(db, user_id, last_id)
+        return
     try:
         # The id tells the browser where to resume, even before a first event.
         yield f"id: {last_id}\nretry: 1000\n\n"
@@ -96,12 +104,16 @@ def _stream(
                 data = json.dumps({"message_id": message_id})
                 yield f"id: {last_id}\nevent: activity\ndata: {data}\n\n"
             remaining = deadline - time.monotonic()
-            woken = subscription.wait(max(0.0, min(HEARTBEAT_SECONDS, remaining)))
+            try:
+                woken = subscription.wait(max(0.0, min(HEARTBEAT_SECONDS, remaining)))
+            except redis.RedisError:
+                return  # the browser resumes from the last id it was sent
             if woken is None:
                 yield ": keep-alive\n\n"
             changed = woken or []
     finally:
-        subscription.close()
+        with contextlib.suppress(redis.RedisError):
+            subscription.close()
 
 
 def _catch_up(db: Database, user_id: int, last_id: int) -> Iterator[str]:
@@ -147,10 +159,16 @@ def _slots() -> threading.BoundedSemaphore:
 
 
 def _start_id(user_id: int) -> int:
+    """Where the stream resumes: the browser's last id, never past the latest one.
+
+    An id from the future (another server's, or made up) would hold back every
+    notification until the ids caught up with it.
+    """
+    latest = _latest_id(user_id)
     raw = request.headers.get("Last-Event-ID") or request.args.get("after") or ""
     if raw.isascii() and raw.isdigit() and len(raw) <= 18:
-        return int(raw)
-    return _latest_id(user_id)
+        return min(int(raw), latest)
+    return latest
 
 
 @bp.get("/notifications/stream")
