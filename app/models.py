@@ -167,6 +167,8 @@ class Message(Base):
     # When the latest open the sender was notified of happened: repeat opens soon
     # after it are stored and counted without another notification.
     open_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The same for opens from another network than the first reader's (forwards).
+    forward_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship()
     links: Mapped[list[Link]] = relationship(

@@ -760,51 +760,43 @@ class _Repeats:
     A reader who opens an email again and again, or whose mail client fetches the
     image on every view, makes one notification per ``quiet`` span, not one per
     view: the events are all stored, counted and on the timeline. Opens count per
-    message and clicks per link, so a first click is always told. An open from
-    another network (a possible forward) is always told: it may be a new reader.
+    message and clicks per link, so a first click is always told. Opens from another
+    network than the first reader's (possible forwards) have a span of their own:
+    the first is told at once, since it may be a new reader.
     """
 
     def __init__(self, quiet: timedelta) -> None:
         self.quiet = quiet
-        # The time of the latest event told of, per message (opens) or link (clicks):
-        # read off the row once, written back once, whatever the batch holds.
-        self._last: dict[Message | Link, datetime | None] = {}
-        self._changed: set[Message | Link] = set()
+        # The time of the latest event told of, per span: read off the row once,
+        # written back once, whatever the batch holds.
+        self._last: dict[tuple[Message | Link, str], datetime | None] = {}
+        self._changed: set[tuple[Message | Link, str]] = set()
 
     def news(self, message: Message, event: NewEvent) -> bool:
-        holder: Message | Link = message
+        span: tuple[Message | Link, str]
         if event.type == "click":
             if event.link is None:
                 return True
-            holder = event.link
-        if holder in self._last:
-            last = self._last[holder]
+            span = (event.link, "click_notified_at")
+        elif event.possible_forward:
+            span = (message, "forward_notified_at")
         else:
-            last = self._last[holder] = as_utc(_told_at(holder))
-        if (
-            last is not None
-            and abs(event.occurred_at - last) < self.quiet
-            and not event.possible_forward
-        ):
+            span = (message, "open_notified_at")
+        if span in self._last:
+            last = self._last[span]
+        else:
+            last = self._last[span] = as_utc(getattr(*span))
+        if last is not None and abs(event.occurred_at - last) < self.quiet:
             return False
         if last is None or event.occurred_at > last:
-            self._last[holder] = event.occurred_at
-            self._changed.add(holder)
+            self._last[span] = event.occurred_at
+            self._changed.add(span)
         return True
 
     def remember(self) -> None:
         """Keep what was told on the rows, for the batches to come."""
-        for holder in self._changed:
-            if isinstance(holder, Link):
-                holder.click_notified_at = self._last[holder]
-            else:
-                holder.open_notified_at = self._last[holder]
-
-
-def _told_at(holder: Message | Link) -> datetime | None:
-    if isinstance(holder, Link):
-        return holder.click_notified_at
-    return holder.open_notified_at
+        for holder, column in self._changed:
+            setattr(holder, column, self._last[(holder, column)])
 
 
 def _refresh_counts(
