@@ -119,15 +119,19 @@ def find_message(session: Session, org_id: int, public_id: str) -> Message | Non
 
 
 def events_of(
-    session: Session, message_id: int, newest_first: bool = False
+    session: Session,
+    message_id: int,
+    newest_first: bool = False,
+    limit: int | None = None,
 ) -> list[Event]:
-    """Every event of a message, with its link loaded, in time order."""
+    """A message's events (all, or the first ``limit``), links loaded, in time order."""
     order = (Event.occurred_at, Event.id)
     query = (
         select(Event)
         .where(Event.message_id == message_id)
         .options(selectinload(Event.link))
         .order_by(*(column.desc() for column in order) if newest_first else order)
+        .limit(limit)
     )
     return list(session.scalars(query))
 

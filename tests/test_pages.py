@@ -111,6 +111,30 @@ def test_message_page_greys_out_machine_events_with_reasons(
     assert "<b>x</b>" not in page
 
 
+def test_a_busy_message_lists_its_newest_events_and_charts_them_all(
+    client: FlaskClient,
+    account: Account,
+    run_jobs: Callable[[], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.pages import views
+
+    monkeypatch.setattr(views, "TIMELINE_LIMIT", 3)
+    created = account.send(html="<p>Hi</p>")
+    for _ in range(5):
+        hit(client, created["pixel_url"])
+    run_jobs()
+    sign_in(client, account.email)
+
+    page = client.get(f"/messages/{created['id']}").get_data(as_text=True)
+    timeline = client.get(f"/messages/{created['id']}/timeline").get_data(as_text=True)
+
+    for shown in (page, timeline):
+        assert shown.count('class="event counted"') == 3
+        assert "The latest 3 of 5 events" in shown
+        assert "5 counted, 0 graded out" in shown  # the chart has every open
+
+
 def test_another_organisations_message_page_is_404(
     client: FlaskClient, make_account: Callable[..., Account]
 ) -> None:

@@ -6,6 +6,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from app.models import Event, as_utc
 
 MAX_BARS = 30
@@ -27,8 +30,21 @@ def _bucket(moment: datetime, by_hour: bool) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def opens_of(session: Session, message_id: int) -> list[tuple[datetime, bool]]:
+    """When each open of a message happened, and whether it counted (clicks' implied
+    opens left out): the chart's input, read as plain rows however many there are."""
+    rows = session.execute(
+        select(Event.occurred_at, Event.counted).where(
+            Event.message_id == message_id,
+            Event.type == "open",
+            Event.implied.is_(False),
+        )
+    )
+    return [(occurred_at, counted) for occurred_at, counted in rows]
+
+
 def open_bars(
-    events: list[Event], sent_at: datetime, now: datetime | None = None
+    opens: list[tuple[datetime, bool]], sent_at: datetime, now: datetime | None = None
 ) -> list[Bar]:
     """Opens per hour (first two days) or per day, counted and graded-out apart."""
     now = now or datetime.now(UTC)
@@ -37,11 +53,9 @@ def open_bars(
     step = timedelta(hours=1) if by_hour else timedelta(days=1)
     counted: Counter[datetime] = Counter()
     other: Counter[datetime] = Counter()
-    for event in events:
-        if event.type != "open" or event.implied:
-            continue
-        moment = _bucket(as_utc(event.occurred_at) or now, by_hour)
-        (counted if event.counted else other)[moment] += 1
+    for occurred_at, was_counted in opens:
+        moment = _bucket(as_utc(occurred_at) or now, by_hour)
+        (counted if was_counted else other)[moment] += 1
     first = _bucket(start, by_hour)
     slots = []
     moment = max(first, _bucket(now, by_hour) - step * (MAX_BARS - 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -29,7 +30,7 @@ from app.extensions import db_session
 from app.messages import events_of, find_message
 from app.models import CrmConnection, CrmRecord, Event, Message, Notification
 from app.pages import bp
-from app.pages.chart import open_bars
+from app.pages.chart import open_bars, opens_of
 from app.privacy.settings import entries as privacy_entries
 from app.tracking.hotpath import client_address
 from integrations.registry import PROVIDERS, get_provider
@@ -131,25 +132,35 @@ def inbox_rows() -> ResponseReturnValue:
     return render_template("_inbox_rows.html", rows=_inbox_messages())
 
 
-def _message_and_events(public_id: str) -> tuple[Message, list[Event]]:
-    message = find_message(db_session(), g.user.org_id, public_id)
+# A message page lists this many of the newest events; the chart and the counts
+# cover them all. A scanner storm leaves tens of thousands on one message.
+TIMELINE_LIMIT = 300
+
+
+def _timeline_context(public_id: str) -> dict[str, Any]:
+    """What the message page and its live timeline show."""
+    session = db_session()
+    message = find_message(session, g.user.org_id, public_id)
     if message is None:
         abort(404, "There is no such message in your organisation.")
-    return message, events_of(db_session(), message.id, newest_first=True)
+    events = events_of(session, message.id, newest_first=True, limit=TIMELINE_LIMIT)
+    total = len(events)
+    if total == TIMELINE_LIMIT:
+        everything = select(func.count()).where(Event.message_id == message.id)
+        total = session.scalar(everything) or total
+    return {
+        "message": message,
+        "events": events,
+        "total_events": total,
+        "bars": open_bars(opens_of(session, message.id), message.sent_at),
+    }
 
 
 @bp.get("/messages/<public_id>")
 @login_required
 def message(public_id: str) -> ResponseReturnValue:
-    message, events = _message_and_events(public_id)
-    bars = open_bars(events, message.sent_at)
-    return render_template(
-        "message.html",
-        message=message,
-        events=events,
-        bars=bars,
-        crm=_crm_records(message),
-    )
+    shown = _timeline_context(public_id)
+    return render_template("message.html", **shown, crm=_crm_records(shown["message"]))
 
 
 def _crm_records(message: Message) -> list[tuple[str, CrmRecord]]:
@@ -166,9 +177,7 @@ def _crm_records(message: Message) -> list[tuple[str, CrmRecord]]:
 @bp.get("/messages/<public_id>/timeline")
 @login_required
 def timeline(public_id: str) -> ResponseReturnValue:
-    message, events = _message_and_events(public_id)
-    bars = open_bars(events, message.sent_at)
-    return render_template("_timeline.html", message=message, events=events, bars=bars)
+    return render_template("_timeline.html", **_timeline_context(public_id))
 
 
 @bp.get("/settings")
