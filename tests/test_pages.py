@@ -155,7 +155,21 @@ def test_settings_are_for_admins_only(
     client.post("/logout", data={"csrf_token": _csrf(client)})
     sign_in(client, "boss@seller.test")
     page = client.get("/settings").get_data(as_text=True)
-    assert "Connect Salesforce" in page and "Connect HubSpot" in page
+    assert "<h2>CRM connections</h2>" in page
+
+
+def test_a_crm_without_a_client_id_says_so_instead_of_offering_to_connect(
+    client: FlaskClient, make_account: Callable[..., Account], app: Any
+) -> None:
+    make_account("boss@seller.test", org="Seller", admin=True)
+    sign_in(client, "boss@seller.test")
+    app.config["HUBSPOT_CLIENT_ID"] = "hs-client"  # Salesforce stays unconfigured
+
+    page = client.get("/settings").get_data(as_text=True)
+
+    assert "Connect HubSpot" in page
+    assert "Connect Salesforce" not in page
+    assert "Connecting Salesforce needs SALESFORCE_CLIENT_ID" in page
 
 
 def _csrf(client: FlaskClient) -> str:

@@ -210,16 +210,17 @@ def parse_address(
     except ValueError:
         # Some proxies append the client's port: 81.2.69.142:443, [2001:db8::1]:443.
         host, colon, port = text.rpartition(":")
-        if not (colon and port.isascii() and port.isdigit() and len(port) <= 5):
+        if not (colon and port.isascii() and port.isdigit() and int(port) <= 65535):
             return None
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        elif ":" in host:
+        bracketed = host.startswith("[") and host.endswith("]")
+        if ":" in host and not bracketed:
             return None  # a bare IPv6 address with a port would be ambiguous
         try:
-            address = ipaddress.ip_address(host)
+            address = ipaddress.ip_address(host[1:-1] if bracketed else host)
         except ValueError:
             return None
+        if bracketed != isinstance(address, ipaddress.IPv6Address):
+            return None  # brackets are for IPv6 alone
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return address.ipv4_mapped
     return address
