@@ -86,6 +86,19 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server.stop()
 
 
+def _app_and_rep(
+    config: dict[str, Any], redis_url: str, **settings: Any
+) -> tuple[Flask, Account]:
+    """An app on a Redis of the test's own, and a rep made with the real CLI."""
+    app = create_app({**config, "REDIS_URL": redis_url, **settings})
+    account = Account(app.test_client(), "rep@seller.test", "")
+    result = app.test_cli_runner().invoke(
+        args=["user", "create", account.email, "--org", "Seller"]
+    )
+    account.token = result.output.strip().splitlines()[-1]
+    return app, account
+
+
 def _stored(app: Flask) -> int:
     with app.extensions["trailmark.db"].session_factory() as session:
         return int(session.scalar(select(func.count()).select_from(Event)) or 0)
@@ -99,13 +112,7 @@ def _drain(app: Flask, url: str) -> None:
 def test_hits_answered_while_redis_is_down_are_stored_after_it_returns(
     config: dict[str, Any], own_redis: OwnRedis, make_account: Callable[..., Account]
 ) -> None:
-    app = create_app(
-        {**config, "REDIS_URL": own_redis.url, "SPOOL_FLUSH_INTERVAL": 0.02}
-    )
-    account = Account(app.test_client(), "rep@seller.test", "")
-    runner = app.test_cli_runner()
-    result = runner.invoke(args=["user", "create", account.email, "--org", "Seller"])
-    account.token = result.output.strip().splitlines()[-1]
+    app, account = _app_and_rep(config, own_redis.url, SPOOL_FLUSH_INTERVAL=0.02)
     pixel = path_of(account.send(html="<p>Hi</p>")["pixel_url"])
     for _ in range(20):
         assert account.client.get(pixel).status_code == 200
@@ -372,12 +379,8 @@ def test_a_web_process_started_while_redis_is_down_queues_its_hits_once_it_is_up
 ) -> None:
     (tmp_path / "late").mkdir()
     server = OwnRedis(tmp_path / "late")
-    app = create_app({**config, "REDIS_URL": server.url, "SPOOL_FLUSH_INTERVAL": 0.02})
+    app, account = _app_and_rep(config, server.url, SPOOL_FLUSH_INTERVAL=0.02)
     assert isinstance(app.extensions["trailmark.jobs"], RqJobs)  # not in-process
-    account = Account(app.test_client(), "rep@seller.test", "")
-    runner = app.test_cli_runner()
-    result = runner.invoke(args=["user", "create", account.email, "--org", "Seller"])
-    account.token = result.output.strip().splitlines()[-1]
     sent = account.send(html="<p>Hi</p>")
     pixel = path_of(sent["pixel_url"])
     for _ in range(5):
@@ -401,12 +404,7 @@ def test_a_message_registered_while_redis_is_down_is_stored_once_and_synced_late
     from app.models import CrmConnection, Message, User
     from integrations.jobs import unsynced_messages
 
-    app = create_app({**config, "REDIS_URL": own_redis.url})
-    account = Account(app.test_client(), "rep@seller.test", "")
-    result = app.test_cli_runner().invoke(
-        args=["user", "create", account.email, "--org", "Seller"]
-    )
-    account.token = result.output.strip().splitlines()[-1]
+    app, account = _app_and_rep(config, own_redis.url)
     db = app.extensions["trailmark.db"]
     with db.begin() as session:
         org_id = session.scalars(select(User.org_id)).one()
@@ -433,12 +431,7 @@ def test_a_stream_opened_while_redis_is_down_answers_from_the_database(
 ) -> None:
     from app.models import Message, Notification, User
 
-    app = create_app({**config, "REDIS_URL": own_redis.url})
-    account = Account(app.test_client(), "rep@seller.test", "")
-    result = app.test_cli_runner().invoke(
-        args=["user", "create", account.email, "--org", "Seller"]
-    )
-    account.token = result.output.strip().splitlines()[-1]
+    app, account = _app_and_rep(config, own_redis.url)
     account.send(subject="Renewal", html="<p>Hi</p>")
     db = app.extensions["trailmark.db"]
     with db.begin() as session:
