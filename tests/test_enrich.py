@@ -271,6 +271,7 @@ def test_unroutable_or_invalid_address_has_no_location(
         ("[81.2.69.142]:443x", None),
         ("[81.2.69.142]:80", None),
         ("81.2.69.142:99999", None),
+        ("81.2.69.142:0", None),
         ("host.example:443", None),
     ],
 )

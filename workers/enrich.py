@@ -210,7 +210,7 @@ def parse_address(
     except ValueError:
         # Some proxies append the client's port: 81.2.69.142:443, [2001:db8::1]:443.
         host, colon, port = text.rpartition(":")
-        if not (colon and port.isascii() and port.isdigit() and int(port) <= 65535):
+        if not (colon and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             return None
         bracketed = host.startswith("[") and host.endswith("]")
         if ":" in host and not bracketed:

@@ -100,8 +100,9 @@ def crm_connect(provider: str) -> ResponseReturnValue:
         # The CRM would only say that an empty client is unknown, on its own page.
         abort(
             503,
-            f"Connecting {crm.label} needs {client_id} and its secret set on the "
-            "server (see the README). Ask the operator to set them.",
+            f"Connecting {crm.label} needs {client_id} and "
+            f"{provider.upper()}_CLIENT_SECRET set on the server (see the README). "
+            "Ask the operator to set them.",
         )
     state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
     login_url = _login_url(provider)
