@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Protocol
 from urllib.parse import urlsplit
 
-from app.models import Event, Link, Message, as_utc
+from app.models import Event, Message, as_utc
 
 CLASSIFICATION_LABELS = {
     "human": "A person",
@@ -18,44 +17,19 @@ CLASSIFICATION_LABELS = {
 }
 
 
-class Described(Protocol):
-    """What describing an event reads: a stored Event, or one the worker just wrote."""
-
-    @property
-    def type(self) -> str: ...
-    @property
-    def classification(self) -> str: ...
-    @property
-    def possible_forward(self) -> bool: ...
-    @property
-    def recipient(self) -> str | None: ...
-    @property
-    def country(self) -> str | None: ...
-    @property
-    def region(self) -> str | None: ...
-    @property
-    def city(self) -> str | None: ...
-    @property
-    def device_client(self) -> str | None: ...
-    @property
-    def device_os(self) -> str | None: ...
-    @property
-    def link(self) -> Link | None: ...
-
-
-def who(message: Message, event: Described) -> str:
+def who(message: Message, event: Event) -> str:
     """The recipient the event is attributed to, or 'Somebody'."""
     return event.recipient or "Somebody"
 
 
-def place(event: Described) -> str | None:
+def place(event: Event) -> str | None:
     """'Linköping, Sweden', 'Sweden', or None."""
     parts = [event.city or event.region, event.country]
     text = ", ".join(p for p in parts if p)
     return text or None
 
 
-def device(event: Described) -> str | None:
+def device(event: Event) -> str | None:
     """'Mobile Safari on iOS', 'Gmail', or None."""
     if event.device_client and event.device_os:
         return f"{event.device_client} on {event.device_os}"
@@ -71,7 +45,7 @@ def link_label(url: str | None) -> str:
     return text[:80] or url[:80]
 
 
-def describe_event(message: Message, event: Described) -> tuple[str, str]:
+def describe_event(message: Message, event: Event) -> tuple[str, str]:
     """A notification's title and body for one counted event."""
     verb = "opened" if event.type == "open" else "clicked a link in"
     title = f"{who(message, event)} {verb} “{message.subject}”"

@@ -101,7 +101,8 @@ class _Target:
 
 @dataclass(slots=True)
 class NewEvent:
-    """An event the batch just stored, as counting, notifying and handing on read it.
+    """An event the batch just stored, as regrading, counting, notifying and handing
+    on read it (a notification's words are written out from the stored row).
 
     Loading the rows back as ORM objects would cost more than storing them.
     """
@@ -110,17 +111,10 @@ class NewEvent:
     message_id: int
     type: str
     occurred_at: datetime
-    classification: str
     counted: bool
     reasons: list[str]
     implied: bool
     possible_forward: bool
-    recipient: str | None
-    country: str | None
-    region: str | None
-    city: str | None
-    device_client: str | None
-    device_os: str | None
     link: Link | None
 
     @classmethod
@@ -691,9 +685,7 @@ def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
         event.counted = False
         event.reasons = [*event.reasons, f"{label}-regraded"]
         if stored := new.get(event.id):
-            stored.classification = event.classification
-            stored.counted = event.counted
-            stored.reasons = event.reasons
+            stored.counted = False
     session.flush()
     return [event for event in regraded if event.id not in new]
 
