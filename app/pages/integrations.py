@@ -82,6 +82,18 @@ def _my_domain_url(domain: str) -> str:
     return f"https://{host}"
 
 
+def not_configured(provider: str) -> str | None:
+    """What the operator must set before a CRM can be connected, or None."""
+    name = provider.upper()
+    if str(current_app.config.get(f"{name}_CLIENT_ID") or "").strip():
+        return None
+    return (
+        f"Connecting {get_provider(provider).label} needs {name}_CLIENT_ID and "
+        f"{name}_CLIENT_SECRET set on the server (see the README). Ask the operator "
+        "to set them."
+    )
+
+
 @bp.post("/settings/crm/<provider>/connect")
 @admin_required
 def crm_connect(provider: str) -> ResponseReturnValue:
@@ -95,15 +107,10 @@ def crm_connect(provider: str) -> ResponseReturnValue:
             "Connecting a CRM needs TOKEN_ENCRYPTION_KEYS set on the server, to "
             "keep its tokens encrypted. Ask the operator to set it (see the README).",
         )
-    client_id = f"{provider.upper()}_CLIENT_ID"
-    if not str(current_app.config.get(client_id) or "").strip():
+    unset = not_configured(provider)
+    if unset:
         # The CRM would only say that an empty client is unknown, on its own page.
-        abort(
-            503,
-            f"Connecting {crm.label} needs {client_id} and "
-            f"{provider.upper()}_CLIENT_SECRET set on the server (see the README). "
-            "Ask the operator to set them.",
-        )
+        abort(503, unset)
     state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
     login_url = _login_url(provider)
     # Flows started and never finished are dropped when they expire, and only the

@@ -31,6 +31,7 @@ from app.messages import events_of, find_message
 from app.models import CrmConnection, CrmRecord, Event, Message, Notification
 from app.pages import bp
 from app.pages.chart import open_bars, opens_of
+from app.pages.integrations import not_configured
 from app.privacy.settings import entries as privacy_entries
 from app.tracking.hotpath import client_address
 from integrations.registry import PROVIDERS, get_provider
@@ -192,5 +193,6 @@ def settings() -> ResponseReturnValue:
         org=g.user.organization,
         connections={c.provider: c for c in connections},
         providers=[get_provider(name) for name in PROVIDERS],
+        unconfigured={name: not_configured(name) for name in PROVIDERS},
         do_not_track=privacy_entries(db_session(), g.user.org_id),
     )
