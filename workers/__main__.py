@@ -67,10 +67,11 @@ def _children_stop_with_the_worker() -> None:
 def worker_connection(redis_url: str) -> redis.Redis:
     """A Redis connection of the worker's own, for RQ to wait on for jobs.
 
-    RQ blocks for minutes waiting for the next job (its worker TTL less 15 s). A
-    connection that reads with redis-py's default 5 s timeout, as the jobs' one does,
-    times out while the queues are quiet; RQ takes that for a lost Redis and stops
-    listening for up to a minute, so a hit after a quiet spell would wait as long.
+    RQ blocks waiting for the next job for its worker TTL less 15 s (here
+    ``WORKER_MAINTENANCE_INTERVAL``, 30 s). A connection that reads with redis-py's
+    default 5 s timeout, as the jobs' one does, times out while the queues are quiet;
+    RQ takes that for a lost Redis and stops listening for up to a minute, so a hit
+    after a quiet spell would wait as long.
     """
     return redis.Redis.from_url(
         redis_url, socket_connect_timeout=5, socket_timeout=DEFAULT_WORKER_TTL
@@ -130,7 +131,7 @@ def main() -> None:
     # per job would start each one cold. RQ's job timeouts apply either way.
     worker_class = Worker if args.fork else SimpleWorker
     every = max(1, int(ctx.settings["WORKER_MAINTENANCE_INTERVAL"]))
-    # A job's description holds its arguments: raw hits, with full addresses.
+    # A job is logged by its id alone: a busy worker starts several a second.
     worker = worker_class(
         list(QUEUES),
         connection=worker_connection(ctx.settings["REDIS_URL"]),
