@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,12 +35,25 @@ def enqueue_syncs(ctx: WorkerContext, syncs: list[tuple[int, list[int]]]) -> Non
 
 
 def message_registered(message_id: int) -> None:
-    """A message was registered: its connections may log it as sent."""
+    """A message was registered: its connections may log it as sent.
+
+    Without a queue to take the sync, the message stays as registered and the
+    periodic CRM sweep logs it once the queue answers (a message the CRM ledger
+    lacks is behind): the caller must not be told to register it again.
+    """
     ctx = current()
     with ctx.db.session_factory() as session:
         org_id = session.scalar(select(Message.org_id).where(Message.id == message_id))
-    if org_id is not None:
+    if org_id is None:
+        return
+    try:
         _enqueue(ctx, {org_id: {message_id}})
+    except redis.RedisError as exc:
+        logger.warning(
+            "message id=%s registered; its CRM sync waits for the queue (%s)",
+            message_id,
+            exc,
+        )
 
 
 def _enqueue(ctx: WorkerContext, by_org: dict[int, set[int]]) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
-import redis
 from flask import abort, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
@@ -27,8 +25,6 @@ from app.extensions import db_session
 from app.messages import events_of, find_message, register_message
 from app.models import Event, Message, User
 from app.tracking.hotpath import client_address
-
-logger = logging.getLogger(__name__)
 
 
 def json_body() -> dict[str, Any]:
@@ -129,17 +125,7 @@ def create_message() -> ResponseReturnValue:
     session.commit()
     from workers.sync import message_registered
 
-    try:
-        message_registered(registered.message.id)
-    except redis.RedisError as exc:
-        # The message is stored and its tracking works: answering 503 now would
-        # have the caller register it again. The CRM sweep logs it as sent once
-        # the queue answers (a message the CRM ledger lacks is behind).
-        logger.warning(
-            "message %s registered; its CRM sync waits for the queue (%s)",
-            registered.message.public_id,
-            exc,
-        )
+    message_registered(registered.message.id)
     body = {
         "id": registered.message.public_id,
         "subject": registered.message.subject,
