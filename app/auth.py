@@ -111,7 +111,8 @@ def login_required(view: F) -> F:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         user = user_from_session()
         if user is None:
-            return redirect(url_for("pages.login", next=request.full_path))
+            # full_path ends in "?" when there is no query string.
+            return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
         g.user = user
         return view(*args, **kwargs)
 

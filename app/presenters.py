@@ -13,7 +13,7 @@ CLASSIFICATION_LABELS = {
     "prefetch": "Fetched by a mail app in advance (not a read)",
     "scanner": "Security scanner",
     "bot": "Automated client",
-    "self": "Your own open",
+    "self": "Your own",
 }
 
 

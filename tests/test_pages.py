@@ -26,7 +26,9 @@ def sign_in(
 def test_signed_out_visitors_are_sent_to_sign_in(client: FlaskClient) -> None:
     response = client.get("/")
     assert response.status_code == 302
-    assert response.headers["Location"].startswith("/login")
+    assert response.headers["Location"] == "/login?next=/"
+    with_query = client.get("/rules?x=1")
+    assert with_query.headers["Location"] == "/login?next=/rules?x%3D1"
 
 
 def test_wrong_password_says_so_and_signs_nobody_in(
@@ -133,6 +135,25 @@ def test_a_busy_message_lists_its_newest_events_and_charts_them_all(
         assert shown.count('class="event counted"') == 3
         assert "The latest 3 of 5 events" in shown
         assert "5 counted, 0 graded out" in shown  # the chart has every open
+
+
+def test_the_senders_own_click_reads_as_a_click(
+    client: FlaskClient, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html='<a href="https://example.com/x">x</a>')
+    # From the address that registered the message, moments after: the sender's own.
+    hit(
+        client,
+        created["links"][0]["tracked_url"],
+        environ_base={"REMOTE_ADDR": "127.0.0.1"},
+    )
+    run_jobs()
+    sign_in(client, account.email)
+
+    page = client.get(f"/messages/{created['id']}").get_data(as_text=True)
+
+    assert 'data-classification="self"' in page
+    assert "Your own click" in page and "Your own open" in page  # and its implied open
 
 
 def test_another_organisations_message_page_is_404(
