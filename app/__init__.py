@@ -101,15 +101,15 @@ def _run_maintenance_when_serving(app: Flask, ctx: context.WorkerContext) -> Non
 
 
 def _init_tracking(app: Flask, db: Database, jobs: Jobs) -> None:
-    from workers.ingest import ingest_lines
+    from workers.ingest import ingest_batch, ingest_lines
 
     def sink(block: bytes) -> None:
-        if jobs.inline:
+        if isinstance(jobs, RqJobs):
+            jobs.enqueue_batch(ingest_batch, block, queue="hits")
+        else:
             # Stored before the spool marks the batch shipped: a queue held only in
             # this process's memory would lose it to a crash.
             ingest_lines(block)
-        else:
-            jobs.enqueue(ingest_lines, block, queue="hits")
 
     spool = Spool(
         app.config["SPOOL_DIR"],

@@ -454,18 +454,43 @@ def test_the_tracking_only_entry_point_answers_hits_and_nothing_else(
     assert [e["type"] for e in events["events"]] == ["open", "click"]
 
 
-def test_a_queued_batch_of_hits_is_described_by_its_size_not_its_hits(
-    app: Any, account: Account, redis_conn: Any
+def test_a_queued_batch_of_hits_is_kept_beside_its_job_until_stored(
+    app: Any, account: Account, redis_conn: Any, run_jobs: Any
 ) -> None:
     from rq import Queue
+
+    from workers.queue import load_batch
 
     created = account.send(html="<p>Hi</p>")
     hit(account.client, created["pixel_url"])
     app.extensions["trailmark.spool"].flush()
 
     [job] = Queue("hits", connection=redis_conn).jobs
-    assert job.description is not None
-    assert job.description.startswith("workers.ingest.ingest_lines(<")
-    assert job.description.endswith(" bytes>)")
-    assert LINKOPING not in job.description
-    assert LINKOPING.encode() in job.args[0]  # the hit itself is all there
+    [key] = job.args
+    assert job.func_name == "workers.ingest.ingest_batch"
+    assert LINKOPING not in (job.description or "")  # a listing shows no hit
+    assert redis_conn.ttl(key) > 7 * 86400  # outlives the failed job that names it
+    batch = load_batch(redis_conn, key)
+    assert batch is not None
+    assert LINKOPING.encode() in batch  # the hit itself is all there
+
+    run_jobs()
+    assert redis_conn.exists(key) == 0
+    events = account.get(f"/api/v1/messages/{created['id']}/events").get_json()
+    assert [e["type"] for e in events["events"]] == ["open"]
+
+
+def test_a_batch_job_whose_batch_is_gone_stores_nothing_and_does_not_fail(
+    app: Any, redis_conn: Any, run_jobs: Any, caplog: Any
+) -> None:
+    from rq import Queue
+    from rq.registry import FailedJobRegistry
+
+    from workers.ingest import ingest_batch
+
+    queue = Queue("hits", connection=redis_conn)
+    queue.enqueue(ingest_batch, "trailmark:batch:0123456789abcdef")
+    with caplog.at_level("WARNING", logger="workers.ingest"):
+        run_jobs()
+    assert FailedJobRegistry(queue=queue).count == 0
+    assert "hit batch not found key=trailmark:batch:0123456789abcdef" in caplog.text

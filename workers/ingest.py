@@ -61,6 +61,7 @@ from workers.grading import (
     grade,
     network_prefix,
 )
+from workers.queue import RqJobs, drop_batch, load_batch
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,22 @@ class NewEvent:
 _NEW_EVENT_FIELDS = [
     name for name in NewEvent.__dataclass_fields__ if name not in {"id", "link"}
 ]
+
+
+def ingest_batch(key: str) -> int:
+    """Store a batch of spooled hits that the spool queued beside this job."""
+    jobs = current().jobs
+    if not isinstance(jobs, RqJobs):
+        raise RuntimeError("queued hit batches are kept in Redis: set REDIS_URL")
+    block = load_batch(jobs.connection, key)
+    if block is None:
+        # An earlier run stored it and was stopped before RQ noted that; or it was
+        # kept past its time (a failed job requeued more than a week later).
+        logger.warning("hit batch not found key=%s: stored already, or expired", key)
+        return 0
+    stored = ingest_lines(block)
+    drop_batch(jobs.connection, key)
+    return stored
 
 
 def ingest_lines(block: bytes) -> int:
