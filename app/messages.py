@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.models import CrmRecord, Event, Link, Message, Notification, User
@@ -123,8 +123,12 @@ def events_of(
     message_id: int,
     newest_first: bool = False,
     limit: int | None = None,
+    after: Event | None = None,
 ) -> list[Event]:
-    """A message's events (all, or the first ``limit``), links loaded, in time order."""
+    """A message's events (all, or the first ``limit``), links loaded, in time order.
+
+    ``after`` (oldest first only) starts past that event, in the same order.
+    """
     order = (Event.occurred_at, Event.id)
     query = (
         select(Event)
@@ -133,6 +137,13 @@ def events_of(
         .order_by(*(column.desc() for column in order) if newest_first else order)
         .limit(limit)
     )
+    if after is not None:
+        query = query.where(
+            or_(
+                Event.occurred_at > after.occurred_at,
+                and_(Event.occurred_at == after.occurred_at, Event.id > after.id),
+            )
+        )
     return list(session.scalars(query))
 
 

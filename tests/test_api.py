@@ -359,3 +359,69 @@ def test_a_boolean_field_takes_only_true_or_false(
     for part in field:
         reasons = reasons[part]
     assert reasons == ["Must be true or false."]
+
+
+def test_events_come_a_page_at_a_time_in_time_order(
+    app: Any, account: Account, make_account: Any
+) -> None:
+    from workers.ingest import ingest_hits
+
+    created = account.send(html="<p>Hi</p>")
+    token = created["pixel_url"].rsplit("/", 1)[1].removesuffix(".gif")
+    # Seven opens, three of them at the same moment: pages must neither skip nor
+    # repeat an event that shares its time with the last one of a page.
+    times = [1.0e9 + 60, 1.0e9 + 10, 1.0e9 + 30, 1.0e9 + 30, 1.0e9 + 30, 1.0e9, 1.0e9]
+    hits = [
+        {
+            "id": f"{n:032x}",
+            "kind": "open",
+            "token": token,
+            "at": at,
+            "ip": "89.160.20.112",
+            "ua": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0",
+            "method": "GET",
+            "headers": {},
+        }
+        for n, at in enumerate(times)
+    ]
+    assert ingest_hits(hits) == 7
+    path = f"/api/v1/messages/{created['id']}/events"
+
+    whole = account.get(path).get_json()
+    assert whole["next_after"] is None
+    everything = [(e["occurred_at"], e["id"]) for e in whole["events"]]
+    assert everything == sorted(everything) and len(everything) == 7
+
+    seen, after, pages = [], None, 0
+    while True:
+        query = f"?limit=3&after={after}" if after else "?limit=3"
+        page = account.get(path + query).get_json()
+        pages += 1
+        assert len(page["events"]) <= 3
+        seen += [(e["occurred_at"], e["id"]) for e in page["events"]]
+        after = page["next_after"]
+        if after is None:
+            break
+        assert after == page["events"][-1]["id"]
+    assert seen == everything and pages == 3
+
+    for query, field in (
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?limit=ten", "limit"),
+        ("?after=-4", "after"),
+        ("?after=99999999999", "after"),
+        ("?after=123456", "after"),  # no such event
+    ):
+        answer = account.get(path + query)
+        assert answer.status_code == 422, query
+        assert field in answer.get_json()["fields"], query
+
+    # An event of another organisation's message is no cursor into this one.
+    other = make_account("other@else.test", org="Else")
+    theirs = other.send(html="<p>Hi</p>")
+    assert account.get(f"/api/v1/messages/{theirs['id']}/events").status_code == 404
+    mine = account.send(html="<p>Again</p>")
+    first = whole["events"][0]["id"]
+    answer = account.get(f"/api/v1/messages/{mine['id']}/events?after={first}")
+    assert answer.status_code == 422

@@ -168,7 +168,8 @@ def grade(
     if not isinstance(history, History):
         history = History(history)
     context = _Context(hit, message, history)
-    classification, reasons = HUMAN, ("no-machine-signal",)
+    classification: str = HUMAN
+    reasons: tuple[str, ...] = ("no-machine-signal",)
     for rule in _RULES:
         if verdict := rule(context):
             classification, reasons = verdict

@@ -7,11 +7,13 @@ from typing import Any
 
 from flask import abort, current_app, request
 from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
 from sqlalchemy import func, select
 from werkzeug.exceptions import BadRequest
 
 from app.api import bp
 from app.api.schemas import (
+    EventArgsSchema,
     EventListSchema,
     MessageCreatedSchema,
     MessageCreateSchema,
@@ -168,9 +170,24 @@ def get_message(public_id: str) -> ResponseReturnValue:
 @bp.get("/messages/<public_id>/events")
 @api_auth
 def message_events(public_id: str) -> ResponseReturnValue:
-    """Every event of a message, graded, oldest first."""
-    events = events_of(db_session(), own_message(public_id).id)
-    return EventListSchema().dump({"events": [event_view(e) for e in events]})
+    """A message's events, graded, oldest first, a page at a time."""
+    args = EventArgsSchema().load(request.args)
+    message = own_message(public_id)
+    session = db_session()
+    after = None
+    if "after" in args:
+        after = session.get(Event, args["after"])
+        if after is None or after.message_id != message.id:
+            raise ValidationError({"after": ["This message has no such event."]})
+    limit = args["limit"]
+    events = events_of(session, message.id, limit=limit + 1, after=after)
+    page = events[:limit]
+    return EventListSchema().dump(
+        {
+            "events": [event_view(e) for e in page],
+            "next_after": page[-1].id if len(events) > limit else None,
+        }
+    )
 
 
 def event_view(event: Event) -> dict[str, Any]:

@@ -66,6 +66,14 @@ OPERATIONS: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
     ("post", "/api/v1/privacy/erase"): ("Address", 200, None),
 }
 
+# (method, path): the schema that reads the operation's query string
+QUERIES: dict[tuple[str, str], type[Schema]] = {
+    ("get", "/api/v1/messages"): s.PageArgsSchema,
+    ("get", "/api/v1/messages/{public_id}/events"): s.EventArgsSchema,
+    ("get", "/api/v1/notifications"): s.NotificationArgsSchema,
+    ("get", "/api/v1/notifications/stream"): s.NotificationArgsSchema,
+}
+
 _ERRORS = {
     "400": "The body is not a JSON object",
     "401": "Missing or unknown API token",
@@ -95,6 +103,8 @@ def _operation(method: str, path: str, summary: str) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary or path}
     if request:
         operation["requestBody"] = {"required": True, **_json(request)}
+    if query := QUERIES.get((method, path)):
+        operation["parameters"] = [{"in": "query", "schema": query}]
     success: dict[str, Any] = {"description": "Success"}
     if response:
         success.update(_json(response))

@@ -201,8 +201,32 @@ class EventSchema(Schema):
     url = fields.String(allow_none=True)
 
 
+EVENT_PAGE_LIMIT = 1000
+
+
+class EventArgsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = fields.Integer(
+        validate=validate.Range(
+            min=1, max=MAX_ID, error="Give an event id from {min} to {max}."
+        ),
+        metadata={"description": "The next_after of the page before."},
+    )
+    limit = fields.Integer(
+        load_default=EVENT_PAGE_LIMIT,
+        validate=validate.Range(min=1, max=EVENT_PAGE_LIMIT),
+        metadata={"description": "Events a page, at most 1,000."},
+    )
+
+
 class EventListSchema(Schema):
     events = fields.List(fields.Nested(EventSchema))
+    next_after = fields.Integer(
+        allow_none=True,
+        metadata={"description": "Pass as after for the next page; null on the last."},
+    )
 
 
 class ErrorSchema(Schema):
