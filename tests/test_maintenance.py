@@ -94,8 +94,8 @@ def test_the_scheduler_starts_again_after_redis_comes_back(
         worker = worker_process(REDIS_URL=server.url, WORKER_MAINTENANCE_INTERVAL="2")
         [scheduler] = wait_for(lambda: _children(worker.pid), 30)
         own = redis.Redis.from_url(server.url)
-        # Idle first: RQ's worker quits when Redis goes away in the middle of a job
-        # (the README has it run under a supervisor that starts it again).
+        # Idle first, so that this is about the scheduler alone (a job cut off by
+        # the outage is the next test's).
         wait_for(lambda: not any(own.llen(f"rq:queue:{q}") for q in QUEUES), 30)
         wait_for(lambda: not any(own.zcard(f"rq:wip:{q}") for q in QUEUES), 30)
         server.stop()
@@ -105,5 +105,42 @@ def test_the_scheduler_starts_again_after_redis_comes_back(
 
         wait_for(lambda: [p for p in _children(worker.pid) if _alive(p)], 30)
         assert worker.poll() is None
+    finally:
+        server.stop()
+
+
+def test_the_worker_carries_on_when_redis_goes_away_in_the_middle_of_a_job(
+    config: dict[str, Any],
+    worker_process: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    from rq import Queue
+
+    from tests.jobs import note_after
+
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        worker = worker_process(REDIS_URL=server.url, WORKER_MAINTENANCE_INTERVAL="2")
+        own = redis.Redis.from_url(server.url)
+        wait_for(lambda: own.scard("rq:workers") > 0, 30)
+        first = tmp_path / "first"
+        Queue("default", connection=own).enqueue(note_after, 3.0, str(first))
+        wait_for(Path(f"{first}.started").exists, 30)
+        server.stop()  # RQ's worker quits as it tries to mark the job finished
+        wait_for(first.exists, 30)
+        time.sleep(1.5)
+        assert worker.poll() is None
+        server.start()
+
+        # A new RQ worker in the same process takes the next job.
+        own = redis.Redis.from_url(server.url)
+        second = tmp_path / "second"
+        Queue("default", connection=own).enqueue(note_after, 0.0, str(second))
+        wait_for(second.exists, 60)
+        assert worker.poll() is None
+
+        worker.terminate()  # and a signal still ends it, at once
+        assert worker.wait(15) == 0
     finally:
         server.stop()

@@ -14,6 +14,10 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import redis
 from rq import SimpleWorker, Worker
@@ -62,6 +66,79 @@ def _children_stop_with_the_worker() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
     os.register_at_fork(after_in_child=arm)
+
+
+class _StopNoted:
+    """Notes that a signal asked the worker to stop, as RQ's own state does not say.
+
+    RQ's ``work()`` returns both when asked to stop and when it quits on an error
+    it does not handle; only the first should end this process.
+    """
+
+    stop_was_requested = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_was_requested = True
+        super().request_stop(signum, frame)  # type: ignore[misc]
+
+
+class _InProcessWorker(_StopNoted, SimpleWorker):
+    pass
+
+
+class _ForkingWorker(_StopNoted, Worker):
+    pass
+
+
+# How long to wait before a new RQ worker after one quit on an error, doubling to
+# the last while errors go on.
+_RESTART_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def keep_working(
+    make_worker: Callable[[], _StopNoted], work: Callable[[Any], None]
+) -> None:
+    """Run RQ's worker until a signal stops it; a new one whenever it quits on an error.
+
+    RQ's worker waits out a Redis outage only while it waits for jobs: when Redis
+    goes away as it finishes a job, it quits, and the process would end, leaving the
+    queues without a worker until something started another. The job it was running
+    is taken up again once RQ finds it abandoned.
+    """
+    failures = 0
+    while True:
+        worker = None
+        try:
+            worker = make_worker()
+            work(worker)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("RQ's worker lost Redis (%s)", exc)
+        if worker is not None and worker.stop_was_requested:
+            return
+        pause = _RESTART_PAUSES[min(failures, len(_RESTART_PAUSES) - 1)]
+        failures += 1
+        logger.warning("RQ's worker quit; a new one starts in %.0f s", pause)
+        if _pause_unless_signalled(pause):
+            return
+
+
+def _pause_unless_signalled(seconds: float) -> bool:
+    """Sleep, unless SIGTERM or SIGINT comes first; return whether one came."""
+    signalled: list[int] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        signalled.append(signum)
+
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, note) for sig in stops}
+    try:
+        deadline = time.monotonic() + seconds
+        while not signalled and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return bool(signalled)
 
 
 def worker_connection(redis_url: str) -> redis.Redis:
@@ -129,29 +206,38 @@ def main() -> None:
     # By default jobs run in this process (RQ's SimpleWorker): the user-agent and
     # GeoIP caches, compiled SQL and pooled connections serve every job, where a fork
     # per job would start each one cold. RQ's job timeouts apply either way.
-    worker_class = Worker if args.fork else SimpleWorker
+    worker_class = _ForkingWorker if args.fork else _InProcessWorker
     every = max(1, int(ctx.settings["WORKER_MAINTENANCE_INTERVAL"]))
-    # A job is logged by its id alone: a busy worker starts several a second.
-    worker = worker_class(
-        list(QUEUES),
-        connection=worker_connection(ctx.settings["REDIS_URL"]),
-        log_job_description=False,
-        # RQ's scheduler child exits when Redis goes away, and the worker only starts
-        # it again at its next maintenance, which an idle worker reaches when its wait
-        # for a job (its TTL less 15 s) runs out: delayed jobs (CRM retries,
-        # reminders) would wait up to ten minutes after a blip of Redis.
-        maintenance_interval=every,
-        worker_ttl=every + 15,
-    )
+
+    def make_worker() -> _InProcessWorker | _ForkingWorker:
+        # A job is logged by its id alone: a busy worker starts several a second.
+        return worker_class(
+            list(QUEUES),
+            connection=worker_connection(ctx.settings["REDIS_URL"]),
+            log_job_description=False,
+            # RQ's scheduler child exits when Redis goes away, and the worker only
+            # starts it again at its next maintenance, which an idle worker reaches
+            # when its wait for a job (its TTL less 15 s) runs out: delayed jobs (CRM
+            # retries, reminders) would wait up to ten minutes after a blip of Redis.
+            maintenance_interval=every,
+            worker_ttl=every + 15,
+        )
+
+    def work(worker: Any) -> None:
+        worker.work(
+            burst=args.burst, with_scheduler=True, logging_level=args.log_level.upper()
+        )
+
     stop = threading.Event()
     if not args.burst:
         if args.fork:
             _guard_forks()
         stop = Maintenance(ctx, guard=_FORK_GUARD).start()
     try:
-        worker.work(
-            burst=args.burst, with_scheduler=True, logging_level=args.log_level.upper()
-        )
+        if args.burst:
+            work(make_worker())
+        else:
+            keep_working(make_worker, work)
     finally:
         stop.set()
 
