@@ -44,11 +44,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+# Sessions and sign-in links are signed with SECRET_KEY: a short one can be guessed
+# offline from a single cookie.
+SECRET_KEY_MIN_LENGTH = 32
+
+
 def _check_config(app: Flask) -> None:
-    if not app.config.get("SECRET_KEY"):
+    secret = str(app.config.get("SECRET_KEY") or "")
+    if len(secret) < SECRET_KEY_MIN_LENGTH:
+        problem = "is not set" if not secret else "is too short"
         raise RuntimeError(
-            "SECRET_KEY is not set. Set it to a long random value, for example the "
-            "output of: python -c 'import secrets; print(secrets.token_hex(32))'"
+            f"SECRET_KEY {problem}. Set it to at least {SECRET_KEY_MIN_LENGTH} random "
+            "characters, for example the output of: "
+            "python -c 'import secrets; print(secrets.token_hex(32))'"
         )
     public_url = urlsplit(str(app.config.get("PUBLIC_URL") or ""))
     if public_url.scheme not in {"http", "https"} or not public_url.netloc:

@@ -116,7 +116,7 @@ def settings(tmp_path: Path, database_url: str, **extra: Any) -> dict[str, Any]:
     """The configuration tests run the app and its workers with."""
     return {
         "TESTING": True,
-        "SECRET_KEY": "test-secret-key",
+        "SECRET_KEY": "test-secret-key-of-thirty-two-chars",
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "PUBLIC_URL": PUBLIC_URL,

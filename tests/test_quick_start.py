@@ -151,6 +151,8 @@ def test_malformed_spooled_lines_are_skipped_and_their_batch_is_stored(
         ("PUBLIC_URL", "track.example.com", "PUBLIC_URL must be"),
         ("DATABASE_URL", "garbage", "DATABASE_URL cannot be used"),
         ("TOKEN_ENCRYPTION_KEYS", "notakey", "TOKEN_ENCRYPTION_KEYS must be"),
+        ("SECRET_KEY", "", "SECRET_KEY is not set"),
+        ("SECRET_KEY", "hunter2-hunter2-hunter2-hunter2", "SECRET_KEY is too short"),
     ],
 )
 def test_a_setting_that_cannot_work_stops_the_start_with_its_name(
