@@ -93,14 +93,14 @@ def database(database_url: str) -> Iterator[Database]:
 
 
 def _truncate(db: Database) -> None:
-    tables = [
-        row[0]
-        for row in db.engine.connect().execute(
-            text("SELECT tablename FROM pg_tables WHERE schemaname='public'")
-        )
-        if row[0] != "alembic_version"
-    ]
     with db.engine.begin() as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+            )
+            if row[0] != "alembic_version"
+        ]
         conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
 
 
