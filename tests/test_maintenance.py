@@ -31,11 +31,12 @@ def test_each_periodic_job_is_queued_once_per_interval_across_workers(
     assert first.run_once(now=0.0) == [
         "crm-sweep",
         "followup-sweep",
+        "hits-retry",
         "retention",
         "sign-in-prune",
     ]
     assert second.run_once(now=0.0) == []  # another worker holds this interval
-    assert _queued(redis_conn) == {"crm": 1, "default": 3}
+    assert _queued(redis_conn) == {"crm": 1, "default": 4}
     assert first.run_once(now=1.0) == []  # not due again yet in this process
 
 

@@ -494,3 +494,40 @@ def test_a_batch_job_whose_batch_is_gone_stores_nothing_and_does_not_fail(
         run_jobs()
     assert FailedJobRegistry(queue=queue).count == 0
     assert "hit batch not found key=trailmark:batch:0123456789abcdef" in caplog.text
+
+
+def test_a_batch_that_failed_every_retry_is_stored_once_queued_again(
+    app: Any, account: Account, redis_conn: Any, run_jobs: Any
+) -> None:
+    from rq import Queue, SimpleWorker
+    from rq.registry import FailedJobRegistry
+
+    from app.db import Database
+    from workers.context import current
+    from workers.ingest import retry_failed_batches
+
+    created = account.send(html="<p>Hi</p>")
+    hit(account.client, created["pixel_url"])
+    app.extensions["trailmark.spool"].flush()
+    queue = Queue("hits", connection=redis_conn)
+    [job] = queue.jobs
+    job.retries_left = 0  # as after RQ's last retry
+    job.save()
+
+    # The database does not answer while the job runs.
+    ctx = current()
+    working = ctx.db
+    ctx.db = Database("postgresql://nobody@127.0.0.1:1/none")
+    try:
+        SimpleWorker([queue], connection=redis_conn).work(burst=True)
+    finally:
+        ctx.db = working
+    failed = FailedJobRegistry(queue=queue)
+    assert failed.get_job_ids() == [job.id]
+    assert events(account, created["id"]) == []
+
+    assert retry_failed_batches() == 1
+    run_jobs()
+    assert failed.count == 0
+    assert [e["type"] for e in events(account, created["id"])] == ["open"]
+    assert redis_conn.exists(job.args[0]) == 0

@@ -145,6 +145,36 @@ def ingest_batch(key: str) -> int:
     return stored
 
 
+# How often hit batches that failed every retry are queued again.
+RETRY_FAILED_INTERVAL = 300.0
+
+
+def retry_failed_batches() -> int:
+    """Queue again the hit batches whose job failed every retry; return how many.
+
+    RQ's retries of a batch span about ten minutes: a database down for longer would
+    leave its hits among the failed jobs until someone requeued them. Each is tried
+    once more every few minutes, for as long as its batch is kept (eight days); a
+    batch that has gone by then is dropped with a warning.
+    """
+    from rq.registry import FailedJobRegistry
+
+    jobs = current().jobs
+    if not isinstance(jobs, RqJobs):
+        return 0  # in-process jobs are retried by nobody but the sweeps
+    registry = FailedJobRegistry("hits", connection=jobs.connection)
+    queued = 0
+    for job_id in registry.get_job_ids():
+        try:
+            registry.requeue(job_id)
+            queued += 1
+        except Exception as exc:  # noqa: BLE001 (gone or already taken up meanwhile)
+            logger.warning("failed hit batch not queued again job=%s: %s", job_id, exc)
+    if queued:
+        logger.warning("queued failed hit batches again jobs=%d", queued)
+    return queued
+
+
 def ingest_lines(block: bytes) -> int:
     """Store a block of spooled hit lines as events; return how many were new."""
     hits = decode(block)

@@ -1,4 +1,5 @@
-"""Periodic jobs: CRM sweeps, follow-up checks, retention and expired sign-ins.
+"""Periodic jobs: CRM sweeps, follow-up checks, failed hit batches, retention and
+expired sign-ins.
 
 Every worker runs the loop; a Redis lock per job and interval makes sure each is queued
 once per interval across all workers and hosts. In the quick start, where jobs run in
@@ -39,12 +40,14 @@ def schedule(settings: dict[str, Any]) -> list[Periodic]:
     """What runs periodically, and how often."""
     from integrations.jobs import sweep as crm_sweep
     from workers.followups import sweep as followup_sweep
+    from workers.ingest import RETRY_FAILED_INTERVAL, retry_failed_batches
     from workers.retention import INTERVAL, TIMEOUT, prune_sign_ins, run_retention
 
     every = float(settings["CRM_SWEEP_INTERVAL"])
     return [
         Periodic("crm-sweep", every, crm_sweep, queue="crm"),
         Periodic("followup-sweep", every, followup_sweep),
+        Periodic("hits-retry", RETRY_FAILED_INTERVAL, retry_failed_batches),
         Periodic("retention", INTERVAL, run_retention, timeout=TIMEOUT),
         Periodic("sign-in-prune", INTERVAL, prune_sign_ins),
     ]
