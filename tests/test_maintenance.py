@@ -140,8 +140,43 @@ def test_the_worker_carries_on_when_redis_goes_away_in_the_middle_of_a_job(
         Queue("default", connection=own).enqueue(note_after, 0.0, str(second))
         wait_for(second.exists, 60)
         assert worker.poll() is None
+        # The RQ worker that quit left no listener behind, retrying Redis for ever
+        # and holding a connection: only the new one's channel is subscribed.
+        time.sleep(5)
+        assert len(own.pubsub_channels("rq:pubsub:*")) == 1
 
         worker.terminate()  # and a signal still ends it, at once
         assert worker.wait(15) == 0
     finally:
         server.stop()
+
+
+def test_the_pause_before_a_new_rq_worker_grows_per_outage_not_per_process(
+    monkeypatch: Any,
+) -> None:
+    import workers.__main__ as worker_main
+
+    pauses: list[float] = []
+    monkeypatch.setattr(worker_main, "_pause_unless_signalled", pauses.append)
+    monkeypatch.setattr(worker_main, "_RAN_WELL", 0.2)
+    # Three quick failures (one outage), a worker that ran well, then two more.
+    runs = iter([0.0, 0.0, 0.0, 0.3, 0.0, "stop"])
+
+    class Worker:
+        stop_was_requested = False
+        pubsub_thread = None
+        pubsub = None
+
+        def __init__(self) -> None:
+            self.connection = redis.Redis.from_url(REDIS_URL)
+
+    def work(worker: Any) -> None:
+        run = next(runs)
+        if run == "stop":
+            worker.stop_was_requested = True
+            return
+        time.sleep(float(run))
+        raise redis.ConnectionError("gone")
+
+    worker_main.keep_working(Worker, work)
+    assert pauses == [1.0, 2.0, 5.0, 1.0, 2.0]

@@ -6,6 +6,7 @@ It also runs the maintenance loop that queues the periodic jobs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -90,9 +91,10 @@ class _ForkingWorker(_StopNoted, Worker):
     pass
 
 
-# How long to wait before a new RQ worker after one quit on an error, doubling to
-# the last while errors go on.
+# How long to wait before a new RQ worker after one quit on an error, growing to the
+# last while errors go on; a worker that ran this long starts the count again.
 _RESTART_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)
+_RAN_WELL = 60.0
 
 
 def keep_working(
@@ -108,18 +110,41 @@ def keep_working(
     failures = 0
     while True:
         worker = None
+        started = time.monotonic()
         try:
             worker = make_worker()
             work(worker)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             logger.warning("RQ's worker lost Redis (%s)", exc)
+        finally:
+            if worker is not None:
+                _let_go(worker)
         if worker is not None and worker.stop_was_requested:
             return
+        if time.monotonic() - started >= _RAN_WELL:
+            failures = 0  # a new outage, not the same one going on
         pause = _RESTART_PAUSES[min(failures, len(_RESTART_PAUSES) - 1)]
         failures += 1
         logger.warning("RQ's worker quit; a new one starts in %.0f s", pause)
         if _pause_unless_signalled(pause):
             return
+
+
+def _let_go(worker: Any) -> None:
+    """Stop what an RQ worker that quit without signing off left running.
+
+    Its thread listening for commands (which would go on retrying Redis, and hold a
+    connection, for as long as the process lives) and its connections.
+    """
+    listener = getattr(worker, "pubsub_thread", None)
+    if listener is not None and listener.is_alive():
+        listener.stop()
+        listener.join(timeout=5)
+    pubsub = getattr(worker, "pubsub", None)
+    if pubsub is not None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            pubsub.close()
+    worker.connection.close()
 
 
 def _pause_unless_signalled(seconds: float) -> bool:
