@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,28 @@ class WholeNumber(fields.Integer):
         if isinstance(value, float) and not value.is_integer():
             raise self.make_error("invalid")
         return int(super()._validated(value))
+
+
+class QueryInteger(fields.Integer):
+    """A whole number as a query string writes it: ASCII digits, perhaps a minus.
+
+    Python's int() also reads "1_0" as 10 and other scripts' digits ("٣" as 3): a
+    link with such a value is a mistake to point out, not a number to guess at.
+    """
+
+    def _deserialize(
+        self,
+        value: Any,
+        attr: str | None,
+        data: Mapping[str, Any] | None,
+        **kwargs: Any,
+    ) -> int:
+        if isinstance(value, str) and not _DIGITS.fullmatch(value):
+            raise self.make_error("invalid")
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
+_DIGITS = re.compile(r"-?[0-9]+")
 
 
 class JsonBoolean(fields.Boolean):

@@ -412,10 +412,16 @@ def test_events_come_a_page_at_a_time_in_time_order(
         ("?after=-4", "after"),
         ("?after=99999999999", "after"),
         ("?after=123456", "after"),  # no such event
+        ("?limit=1_0", "limit"),  # what int() would read as 10
+        ("?limit=%EF%BC%91", "limit"),  # a full-width 1
+        ("?after=%D9%A3", "after"),  # an Arabic-Indic 3
     ):
         answer = account.get(path + query)
         assert answer.status_code == 422, query
         assert field in answer.get_json()["fields"], query
+
+    assert account.get("/api/v1/messages/nosuch/events?limit=0").status_code == 404
+    assert account.get("/api/v1/messages?page=1_0").status_code == 422
 
     # An event of another organisation's message is no cursor into this one.
     other = make_account("other@else.test", org="Else")

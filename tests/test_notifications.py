@@ -111,11 +111,21 @@ def test_streams_past_the_limit_catch_up_and_close_instead_of_holding_a_thread(
     assert b"retry: 1000" in next(iter(again.response))  # the slot came back
 
 
-def test_a_strange_resume_id_starts_from_now(account: Account) -> None:
-    for odd in ("%C2%B2", "99999999999999999999999", "-1", "abc"):
-        response = account.get(f"/api/v1/notifications/stream?after={odd}")
+def test_a_strange_resume_id_from_a_browser_starts_from_now(account: Account) -> None:
+    for odd in ("²", "99999999999999999999999", "-1", "abc"):
+        response = account.client.get(
+            "/api/v1/notifications/stream",
+            headers={**account.headers, "Last-Event-ID": odd},
+        )
         assert response.status_code == 200
         assert "retry:" in response.get_data(as_text=True)
+
+
+def test_a_strange_after_asked_for_by_a_person_is_refused(account: Account) -> None:
+    for odd in ("%C2%B2", "99999999999999999999999", "-1", "abc", "1.5"):
+        response = account.get(f"/api/v1/notifications/stream?after={odd}")
+        assert response.status_code == 422, odd
+        assert "after" in response.get_json()["fields"], odd
 
 
 def test_the_list_gives_what_came_after_an_id_and_refuses_a_bad_one(

@@ -171,8 +171,8 @@ def get_message(public_id: str) -> ResponseReturnValue:
 @api_auth
 def message_events(public_id: str) -> ResponseReturnValue:
     """A message's events, graded, oldest first, a page at a time."""
-    args = EventArgsSchema().load(request.args)
     message = own_message(public_id)
+    args = EventArgsSchema().load(request.args)
     session = db_session()
     after = None
     if "after" in args:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from app.api import bp
 from app.api.messages import signed_in
-from app.api.schemas import NotificationArgsSchema
+from app.api.schemas import NotificationArgsSchema, StreamArgsSchema
 from app.auth import api_auth
 from app.db import Database
 from app.extensions import database, db_session, notifier
@@ -164,11 +164,14 @@ def _start_id(user_id: int) -> int:
     An id from the future (another server's, or made up) would hold back every
     notification until the ids caught up with it.
     """
+    after = StreamArgsSchema().load(request.args).get("after")
     latest = _latest_id(user_id)
-    raw = request.headers.get("Last-Event-ID") or request.args.get("after") or ""
+    # What a browser resends on reconnecting is taken as it comes: a bad value there
+    # is no person's mistake to be told of.
+    raw = request.headers.get("Last-Event-ID", "")
     if raw.isascii() and raw.isdigit() and len(raw) <= 18:
         return min(int(raw), latest)
-    return latest
+    return latest if after is None else min(after, latest)
 
 
 @bp.get("/notifications/stream")

@@ -71,7 +71,8 @@ QUERIES: dict[tuple[str, str], type[Schema]] = {
     ("get", "/api/v1/messages"): s.PageArgsSchema,
     ("get", "/api/v1/messages/{public_id}/events"): s.EventArgsSchema,
     ("get", "/api/v1/notifications"): s.NotificationArgsSchema,
-    ("get", "/api/v1/notifications/stream"): s.NotificationArgsSchema,
+    ("get", "/api/v1/notifications/stream"): s.StreamArgsSchema,
+    ("get", "/api/v1/privacy/export"): AddressSchema,
 }
 
 _ERRORS = {

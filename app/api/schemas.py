@@ -15,7 +15,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from app.boundary import MAX_ID, JsonBoolean
+from app.boundary import MAX_ID, JsonBoolean, QueryInteger
 
 MAX_BODY = 2 * 1024 * 1024
 MAX_RECIPIENTS = 500
@@ -157,19 +157,35 @@ class PageArgsSchema(Schema):
         # Query strings carry cache-busters and trackers' own parameters: ignore them.
         unknown = EXCLUDE
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
-    per_page = fields.Integer(load_default=25, validate=validate.Range(min=1, max=100))
+    page = QueryInteger(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = QueryInteger(load_default=25, validate=validate.Range(min=1, max=100))
 
 
 class NotificationArgsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    after = fields.Integer(
+    after = QueryInteger(
         load_default=0,
         validate=validate.Range(
             min=0, max=MAX_ID, error="Give a notification id from {min} to {max}."
         ),
+    )
+
+
+class StreamArgsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = QueryInteger(
+        validate=validate.Range(
+            min=0, max=MAX_ID, error="Give a notification id from {min} to {max}."
+        ),
+        metadata={
+            "description": "Start after this notification id (without it, with the "
+            "next new one). A Last-Event-ID header, which browsers send when they "
+            "reconnect, takes its place."
+        },
     )
 
 
@@ -208,13 +224,13 @@ class EventArgsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    after = fields.Integer(
+    after = QueryInteger(
         validate=validate.Range(
             min=1, max=MAX_ID, error="Give an event id from {min} to {max}."
         ),
         metadata={"description": "The next_after of the page before."},
     )
-    limit = fields.Integer(
+    limit = QueryInteger(
         load_default=EVENT_PAGE_LIMIT,
         validate=validate.Range(min=1, max=EVENT_PAGE_LIMIT),
         metadata={"description": "Events a page, at most 1,000."},
