@@ -385,6 +385,23 @@ def test_tabs_and_newlines_in_an_href_are_dropped_as_a_browser_does(
     assert response.headers["Location"] == "https://example.test/ab?q=1"
 
 
+def test_an_international_host_is_sent_in_its_ascii_form_as_browsers_write_it(
+    account: Account,
+) -> None:
+    created = account.send(
+        html='<a href="https://straße.bücher.example:8443/ä?q=ö#ü">x</a>'
+        '<a href="https://user@xn--bcher-kva.example/ä">y</a>'
+    )
+    first, second = (
+        hit(account.client, link["tracked_url"]) for link in created["links"]
+    )
+    # UTS 46 nontransitional, as browsers: the sharp s stays (not "strasse").
+    assert first.headers["Location"] == (
+        "https://xn--strae-oqa.xn--bcher-kva.example:8443/%C3%A4?q=%C3%B6#%C3%BC"
+    )
+    assert second.headers["Location"] == "https://user@xn--bcher-kva.example/%C3%A4"
+
+
 def test_unknown_link_tokens_are_remembered_without_another_lookup(
     app: Any, account: Account
 ) -> None:

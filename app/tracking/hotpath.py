@@ -8,6 +8,7 @@ the message, enrichment, grading, storage, notifications) happens in a worker.
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import logging
 import os
@@ -16,8 +17,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import idna
 from sqlalchemy import Engine, select
 
 from app.models import Link
@@ -254,11 +256,37 @@ class TrackingFront:
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
+@functools.lru_cache(maxsize=4096)
 def _header_safe(url: str) -> str:
-    """The URL as a header value, escaped as a browser would escape it."""
+    """The URL as a header value, written as a browser would send it."""
     # Printable ASCII passes unchanged (existing escapes included), so the browser
     # lands on exactly the URL it would have followed from the email.
+    if not url.isascii():
+        url = _ascii_host(url)
     return quote(url, safe=_URL_SAFE)
+
+
+def _ascii_host(url: str) -> str:
+    """The URL with an international host name in its ASCII form (punycode).
+
+    As browsers write it (UTS 46, nontransitional: "straße" stays itself rather than
+    becoming "strasse"), so that clients that cannot read a percent-escaped host
+    reach the same one. A host that has no ASCII form is left to be escaped.
+    """
+    parts = urlsplit(url)
+    prefix = f"{parts.scheme}://{parts.netloc}"
+    if not parts.netloc or not url.startswith(prefix):
+        return url
+    userinfo, at, host_port = parts.netloc.rpartition("@")
+    host, colon, port = host_port.partition(":")
+    if host.isascii() or host.startswith("["):
+        return url
+    try:
+        ascii_host = idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return url
+    netloc = f"{userinfo}{at}{ascii_host}{colon}{port}"
+    return f"{parts.scheme}://{netloc}{url[len(prefix) :]}"
 
 
 def _elsewhere(
