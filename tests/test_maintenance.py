@@ -180,3 +180,31 @@ def test_the_pause_before_a_new_rq_worker_grows_per_outage_not_per_process(
 
     worker_main.keep_working(Worker, work)
     assert pauses == [1.0, 2.0, 5.0, 1.0, 2.0]
+
+
+def test_rq_losing_redis_is_logged_in_one_line_and_other_errors_in_full(
+    caplog: Any,
+) -> None:
+    import logging
+
+    import workers.__main__ as worker_main
+
+    worker_main._quiet_redis_outages()
+    log = logging.getLogger("rq.worker")
+    with caplog.at_level(logging.ERROR, logger="rq.worker"):
+        for error in (redis.ConnectionError("Connection refused"), KeyError("x")):
+            try:
+                raise error
+            except Exception:
+                log.error(
+                    "Worker %s: found an unhandled exception, quitting...",
+                    "w1",
+                    exc_info=True,
+                )
+    outage, other = caplog.records
+    assert outage.exc_info is None
+    assert outage.getMessage() == (
+        "Worker w1: found an unhandled exception, quitting... "
+        "(Redis: Connection refused)"
+    )
+    assert other.exc_info is not None  # anything else keeps its traceback

@@ -166,6 +166,27 @@ def _pause_unless_signalled(seconds: float) -> bool:
     return bool(signalled)
 
 
+class _OutageInOneLine(logging.Filter):
+    """When RQ's worker quits because Redis went away, it logs the traceback of the
+    lost connection: say it in one line, as the outage is the news, not RQ's code.
+    (RQ's scheduler writes its own traceback to stderr, out of this filter's reach.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+            record.msg = f"{record.getMessage()} (Redis: {error})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_redis_outages() -> None:
+    log = logging.getLogger("rq.worker")
+    if not any(isinstance(f, _OutageInOneLine) for f in log.filters):
+        log.addFilter(_OutageInOneLine())
+
+
 def worker_connection(redis_url: str) -> redis.Redis:
     """A Redis connection of the worker's own, for RQ to wait on for jobs.
 
@@ -223,6 +244,7 @@ def main() -> None:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    _quiet_redis_outages()
     ctx = current()
     if not isinstance(ctx.jobs, RqJobs):
         raise SystemExit("REDIS_URL must point at a reachable Redis to run a worker.")
