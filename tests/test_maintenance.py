@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +85,28 @@ def test_the_worker_can_wait_for_jobs_longer_than_a_request_may() -> None:
     assert time.monotonic() - started >= 5.5
 
 
+@contextlib.contextmanager
+def _worker_on_own_redis(
+    tmp_path: Path, worker_process: Callable[..., subprocess.Popen[bytes]]
+) -> Iterator[tuple[OwnRedis, subprocess.Popen[bytes]]]:
+    """A `python -m workers` process on a Redis of the test's own, to stop and start."""
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        yield (
+            server,
+            worker_process(REDIS_URL=server.url, WORKER_MAINTENANCE_INTERVAL="2"),
+        )
+    finally:
+        server.stop()
+
+
 def test_the_scheduler_starts_again_after_redis_comes_back(
     config: dict[str, Any],
     worker_process: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    server = OwnRedis(tmp_path)
-    server.start()
-    try:
-        worker = worker_process(REDIS_URL=server.url, WORKER_MAINTENANCE_INTERVAL="2")
+    with _worker_on_own_redis(tmp_path, worker_process) as (server, worker):
         [scheduler] = wait_for(lambda: _children(worker.pid), 30)
         own = redis.Redis.from_url(server.url)
         # Idle first, so that this is about the scheduler alone (a job cut off by
@@ -106,8 +120,6 @@ def test_the_scheduler_starts_again_after_redis_comes_back(
 
         wait_for(lambda: [p for p in _children(worker.pid) if _alive(p)], 30)
         assert worker.poll() is None
-    finally:
-        server.stop()
 
 
 def test_the_worker_carries_on_when_redis_goes_away_in_the_middle_of_a_job(
@@ -119,10 +131,7 @@ def test_the_worker_carries_on_when_redis_goes_away_in_the_middle_of_a_job(
 
     from tests.jobs import note_after
 
-    server = OwnRedis(tmp_path)
-    server.start()
-    try:
-        worker = worker_process(REDIS_URL=server.url, WORKER_MAINTENANCE_INTERVAL="2")
+    with _worker_on_own_redis(tmp_path, worker_process) as (server, worker):
         own = redis.Redis.from_url(server.url)
         wait_for(lambda: own.scard("rq:workers") > 0, 30)
         first = tmp_path / "first"
@@ -147,8 +156,6 @@ def test_the_worker_carries_on_when_redis_goes_away_in_the_middle_of_a_job(
 
         worker.terminate()  # and a signal still ends it, at once
         assert worker.wait(15) == 0
-    finally:
-        server.stop()
 
 
 def test_the_pause_before_a_new_rq_worker_grows_per_outage_not_per_process(

@@ -471,18 +471,25 @@ def test_the_tracking_only_entry_point_answers_hits_and_nothing_else(
     assert [e["type"] for e in events["events"]] == ["open", "click"]
 
 
-def test_a_queued_batch_of_hits_is_kept_beside_its_job_until_stored(
-    app: Any, account: Account, redis_conn: Any, run_jobs: Any
-) -> None:
+def _one_queued_batch(
+    app: Any, account: Account, redis_conn: Any
+) -> tuple[dict[str, Any], Any]:
+    """A message with one pixel hit, shipped: the message and the batch's RQ job."""
     from rq import Queue
-
-    from workers.queue import load_batch
 
     created = account.send(html="<p>Hi</p>")
     hit(account.client, created["pixel_url"])
     app.extensions["trailmark.spool"].flush()
-
     [job] = Queue("hits", connection=redis_conn).jobs
+    return created, job
+
+
+def test_a_queued_batch_of_hits_is_kept_beside_its_job_until_stored(
+    app: Any, account: Account, redis_conn: Any, run_jobs: Any
+) -> None:
+    from workers.queue import load_batch
+
+    created, job = _one_queued_batch(app, account, redis_conn)
     [key] = job.args
     assert job.func_name == "workers.ingest.ingest_batch"
     assert LINKOPING not in (job.description or "")  # a listing shows no hit
@@ -523,11 +530,8 @@ def test_a_batch_that_failed_every_retry_is_stored_once_queued_again(
     from workers.context import current
     from workers.ingest import retry_failed_batches
 
-    created = account.send(html="<p>Hi</p>")
-    hit(account.client, created["pixel_url"])
-    app.extensions["trailmark.spool"].flush()
+    created, job = _one_queued_batch(app, account, redis_conn)
     queue = Queue("hits", connection=redis_conn)
-    [job] = queue.jobs
     job.retries_left = 0  # as after RQ's last retry
     job.save()
 

@@ -161,26 +161,27 @@ class PageArgsSchema(Schema):
     per_page = QueryInteger(load_default=25, validate=validate.Range(min=1, max=100))
 
 
+def after_id(what: str, least: int = 0, **options: Any) -> QueryInteger:
+    """A query string's id to start after: ``what`` says of what, for the message."""
+    error = f"Give {what} id from {{min}} to {{max}}."
+    return QueryInteger(
+        validate=validate.Range(min=least, max=MAX_ID, error=error), **options
+    )
+
+
 class NotificationArgsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    after = QueryInteger(
-        load_default=0,
-        validate=validate.Range(
-            min=0, max=MAX_ID, error="Give a notification id from {min} to {max}."
-        ),
-    )
+    after = after_id("a notification", load_default=0)
 
 
 class StreamArgsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    after = QueryInteger(
-        validate=validate.Range(
-            min=0, max=MAX_ID, error="Give a notification id from {min} to {max}."
-        ),
+    after = after_id(
+        "a notification",
         metadata={
             "description": "Start after this notification id (without it, with the "
             "next new one). A Last-Event-ID header, which browsers send when they "
@@ -224,10 +225,9 @@ class EventArgsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    after = QueryInteger(
-        validate=validate.Range(
-            min=1, max=MAX_ID, error="Give an event id from {min} to {max}."
-        ),
+    after = after_id(
+        "an event",
+        least=1,
         metadata={"description": "The next_after of the page before."},
     )
     limit = QueryInteger(
