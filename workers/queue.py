@@ -22,6 +22,7 @@ _FAILED_KEPT = timedelta(days=7)
 # A batch outlives the failed job that names it, so that the job can be requeued.
 _BATCH_KEPT = _FAILED_KEPT + timedelta(days=1)
 _BATCH_PREFIX = "trailmark:batch:"
+_HIT_RESULT_KEPT = 60
 
 
 class RqJobs:
@@ -48,8 +49,11 @@ class RqJobs:
             retry=_RETRY,
             failure_ttl=int(_FAILED_KEPT.total_seconds()),
             job_timeout=timeout,
-            # Nobody reads a hit batch's result: not keeping it saves a write a job.
-            result_ttl=0 if queue == "hits" else None,
+            # Nobody reads a hit batch's result, but it is kept a minute all the same:
+            # RQ 3.0 deletes a job kept for no time as it finishes, and that fails
+            # when an earlier run of it was cut off (Redis went away), so the job
+            # would run again and again until the cut-off run's record expired.
+            result_ttl=_HIT_RESULT_KEPT if queue == "hits" else None,
         )
 
     def enqueue_batch(
