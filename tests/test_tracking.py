@@ -401,6 +401,13 @@ def test_an_international_host_is_sent_in_its_ascii_form_as_browsers_write_it(
     )
     assert second.headers["Location"] == "https://user@xn--bcher-kva.example/%C3%A4"
 
+    # A host that has no ASCII form, or is no host at all, is escaped as it is.
+    odd = account.send(html='<a href="https://bü..example/ä">x</a>')
+    [link] = odd["links"]
+    response = hit(account.client, link["tracked_url"])
+    assert response.status_code == 302
+    assert response.headers["Location"] == "https://b%C3%BC..example/%C3%A4"
+
 
 def test_unknown_link_tokens_are_remembered_without_another_lookup(
     app: Any, account: Account

@@ -273,7 +273,10 @@ def _ascii_host(url: str) -> str:
     becoming "strasse"), so that clients that cannot read a percent-escaped host
     reach the same one. A host that has no ASCII form is left to be escaped.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # brackets around something that is no IPv6 address
+        return url
     prefix = f"{parts.scheme}://{parts.netloc}"
     if not parts.netloc or not url.startswith(prefix):
         return url
@@ -283,7 +286,7 @@ def _ascii_host(url: str) -> str:
         return url
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii")
-    except idna.IDNAError:
+    except (idna.IDNAError, UnicodeError):
         return url
     netloc = f"{userinfo}{at}{ascii_host}{colon}{port}"
     return f"{parts.scheme}://{netloc}{url[len(prefix) :]}"
