@@ -50,7 +50,7 @@ SECRET_KEY_MIN_LENGTH = 32
 
 
 def _check_config(app: Flask) -> None:
-    secret = str(app.config.get("SECRET_KEY") or "")
+    secret = str(app.config.get("SECRET_KEY") or "").strip()
     if len(secret) < SECRET_KEY_MIN_LENGTH:
         problem = "is not set" if not secret else "is too short"
         raise RuntimeError(

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, abort, request
-from marshmallow import ValidationError, fields
+from marshmallow import Schema, ValidationError, fields
 from werkzeug.routing import IntegerConverter, UnicodeConverter
 
 # The largest id a PostgreSQL integer column holds; a larger one can name nothing.
@@ -60,6 +60,23 @@ class QueryInteger(fields.Integer):
 
 
 _DIGITS = re.compile(r"-?[0-9]+")
+
+
+def load_query(schema: Schema) -> dict[str, Any]:
+    """The request's query string as ``schema`` reads it, each of its fields once.
+
+    ``?limit=1&limit=abc`` would otherwise be read as its first value, and the
+    second, whatever it says, ignored without a word.
+    """
+    repeated = {
+        name: ["Give this parameter once."]
+        for name, field in schema.fields.items()
+        if len(request.args.getlist(field.data_key or name)) > 1
+    }
+    if repeated:
+        raise ValidationError(repeated)
+    loaded: dict[str, Any] = schema.load(request.args)
+    return loaded
 
 
 class JsonBoolean(fields.Boolean):

@@ -415,6 +415,7 @@ def test_events_come_a_page_at_a_time_in_time_order(
         ("?limit=1_0", "limit"),  # what int() would read as 10
         ("?limit=%EF%BC%91", "limit"),  # a full-width 1
         ("?after=%D9%A3", "after"),  # an Arabic-Indic 3
+        ("?limit=1&limit=abc", "limit"),  # not read as its first value alone
     ):
         answer = account.get(path + query)
         assert answer.status_code == 422, query

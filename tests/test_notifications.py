@@ -122,10 +122,16 @@ def test_a_strange_resume_id_from_a_browser_starts_from_now(account: Account) ->
 
 
 def test_a_strange_after_asked_for_by_a_person_is_refused(account: Account) -> None:
-    for odd in ("%C2%B2", "99999999999999999999999", "-1", "abc", "1.5"):
+    for odd in ("%C2%B2", "99999999999999999999999", "-1", "abc", "1.5", "1&after=2"):
         response = account.get(f"/api/v1/notifications/stream?after={odd}")
         assert response.status_code == 422, odd
         assert "after" in response.get_json()["fields"], odd
+    # A browser's resume id takes the place of after, whatever after says.
+    resumed = account.client.get(
+        "/api/v1/notifications/stream?after=abc",
+        headers={**account.headers, "Last-Event-ID": "0"},
+    )
+    assert resumed.status_code == 200
 
 
 def test_the_list_gives_what_came_after_an_id_and_refuses_a_bad_one(

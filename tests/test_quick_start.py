@@ -153,6 +153,7 @@ def test_malformed_spooled_lines_are_skipped_and_their_batch_is_stored(
         ("TOKEN_ENCRYPTION_KEYS", "notakey", "TOKEN_ENCRYPTION_KEYS must be"),
         ("SECRET_KEY", "", "SECRET_KEY is not set"),
         ("SECRET_KEY", "hunter2-hunter2-hunter2-hunter2", "SECRET_KEY is too short"),
+        ("SECRET_KEY", " " * 40, "SECRET_KEY is not set"),
     ],
 )
 def test_a_setting_that_cannot_work_stops_the_start_with_its_name(

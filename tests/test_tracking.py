@@ -401,6 +401,20 @@ def test_an_international_host_is_sent_in_its_ascii_form_as_browsers_write_it(
     )
     assert second.headers["Location"] == "https://user@xn--bcher-kva.example/%C3%A4"
 
+    # As browsers: a scheme in capitals, and names IDNA 2008 refuses but browsers take.
+    created = account.send(
+        html='<a href="HTTPS://bücher.example/ä">x</a><a href="https://💩.la/">y</a>'
+        '<a href="https://bü_cher.example/">z</a>'
+    )
+    assert [
+        hit(account.client, link["tracked_url"]).headers["Location"]
+        for link in created["links"]
+    ] == [
+        "HTTPS://xn--bcher-kva.example/%C3%A4",
+        "https://xn--ls8h.la/",
+        "https://xn--b_cher-3ya.example/",
+    ]
+
     # A host that has no ASCII form, or is no host at all, is escaped as it is.
     odd = account.send(html='<a href="https://bü..example/ä">x</a>')
     [link] = odd["links"]

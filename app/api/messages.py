@@ -23,6 +23,7 @@ from app.api.schemas import (
     tracking_of,
 )
 from app.auth import api_auth, current_user
+from app.boundary import load_query
 from app.extensions import db_session
 from app.messages import events_of, find_message, register_message
 from app.models import Event, Message, User
@@ -145,7 +146,7 @@ def create_message() -> ResponseReturnValue:
 @api_auth
 def list_messages() -> ResponseReturnValue:
     """The organisation's messages sent by the caller, newest first."""
-    args = PageArgsSchema().load(request.args)
+    args = load_query(PageArgsSchema())
     user = signed_in()
     where = (Message.org_id == user.org_id, Message.user_id == user.id)
     session = db_session()
@@ -172,7 +173,7 @@ def get_message(public_id: str) -> ResponseReturnValue:
 def message_events(public_id: str) -> ResponseReturnValue:
     """A message's events, graded, oldest first, a page at a time."""
     message = own_message(public_id)
-    args = EventArgsSchema().load(request.args)
+    args = load_query(EventArgsSchema())
     session = db_session()
     after = None
     if "after" in args:

@@ -18,6 +18,7 @@ from app.api import bp
 from app.api.messages import signed_in
 from app.api.schemas import NotificationArgsSchema, StreamArgsSchema
 from app.auth import api_auth
+from app.boundary import load_query
 from app.db import Database
 from app.extensions import database, db_session, notifier
 from app.models import Event, Message, Notification
@@ -164,13 +165,13 @@ def _start_id(user_id: int) -> int:
     An id from the future (another server's, or made up) would hold back every
     notification until the ids caught up with it.
     """
-    after = StreamArgsSchema().load(request.args).get("after")
-    latest = _latest_id(user_id)
-    # What a browser resends on reconnecting is taken as it comes: a bad value there
-    # is no person's mistake to be told of.
+    # What a browser resends on reconnecting comes first, and is taken as it comes:
+    # a bad value there is no person's mistake to be told of.
     raw = request.headers.get("Last-Event-ID", "")
     if raw.isascii() and raw.isdigit() and len(raw) <= 18:
-        return min(int(raw), latest)
+        return min(int(raw), _latest_id(user_id))
+    after = load_query(StreamArgsSchema()).get("after")
+    latest = _latest_id(user_id)
     return latest if after is None else min(after, latest)
 
 
@@ -193,7 +194,7 @@ def notification_stream() -> ResponseReturnValue:
 @api_auth
 def list_notifications() -> ResponseReturnValue:
     """The caller's most recent notifications (after the id ``after``), newest first."""
-    after = NotificationArgsSchema().load(request.args)["after"]
+    after = load_query(NotificationArgsSchema())["after"]
     user = signed_in()
     rows = (
         db_session()

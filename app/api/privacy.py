@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from flask import abort, request
+from flask import abort
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema, fields
 
 from app.api import bp
 from app.api.messages import json_body, signed_in
 from app.auth import api_auth
+from app.boundary import load_query
 from app.extensions import db_session
 from app.models import User
 from app.privacy import person
@@ -95,7 +96,7 @@ def remove_do_not_track() -> ResponseReturnValue:
 def export_person() -> ResponseReturnValue:
     """Everything the organisation holds about one recipient address."""
     user = admin("export a person's data")
-    address = normalise(AddressSchema().load(request.args)["address"])
+    address = normalise(load_query(AddressSchema())["address"])
     logger.info("person exported org_id=%s user_id=%s", user.org_id, user.id)
     return person.export_person(db_session(), address, user.org_id)
 

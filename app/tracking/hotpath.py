@@ -277,19 +277,43 @@ def _ascii_host(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:  # brackets around something that is no IPv6 address
         return url
-    prefix = f"{parts.scheme}://{parts.netloc}"
+    # urlsplit lower-cases the scheme; the rest is kept as written.
+    scheme = url[: len(parts.scheme)]
+    prefix = f"{scheme}://{parts.netloc}"
     if not parts.netloc or not url.startswith(prefix):
         return url
     userinfo, at, host_port = parts.netloc.rpartition("@")
     host, colon, port = host_port.partition(":")
     if host.isascii() or host.startswith("["):
         return url
-    try:
-        ascii_host = idna.encode(host, uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError):
+    ascii_host = _punycode(host)
+    if ascii_host is None:
         return url
     netloc = f"{userinfo}{at}{ascii_host}{colon}{port}"
-    return f"{parts.scheme}://{netloc}{url[len(prefix) :]}"
+    return f"{scheme}://{netloc}{url[len(prefix) :]}"
+
+
+# Where IDNA 2003 and browsers part ways: it maps these away ("ß" to "ss").
+_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
+
+
+def _punycode(host: str) -> str | None:
+    """A host name's ASCII form as browsers make it, or None when it has none.
+
+    IDNA 2008 with UTS 46 first. Browsers also take names it refuses (an emoji, an
+    underscore), which IDNA 2003 writes as they do unless the name holds one of
+    the characters the two treat differently.
+    """
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        pass
+    if _DEVIATIONS.intersection(host):
+        return None
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
 
 
 def _elsewhere(
