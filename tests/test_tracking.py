@@ -429,10 +429,10 @@ def test_unknown_link_tokens_are_remembered_without_another_lookup(
     created = account.send(html='<a href="https://shop.test/">x</a>')
     links = app.wsgi_app.links
     guess = "a" * 22
-    assert links.destination(guess) is None
+    assert links.location(guess) is None
     assert guess in links._cache and links._cache[guess] is None
     real = path_of(created["links"][0]["tracked_url"]).removeprefix("/c/")
-    assert links.destination(real) == "https://shop.test/"
+    assert links.location(real) == "https://shop.test/"
 
 
 def test_a_hit_too_long_for_its_columns_is_cut_to_fit_and_holds_up_nothing(

@@ -8,7 +8,6 @@ the message, enrichment, grading, storage, notifications) happens in a worker.
 from __future__ import annotations
 
 import base64
-import functools
 import itertools
 import logging
 import os
@@ -80,7 +79,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class LinkCache:
-    """Token-to-destination lookups, cached: a tracked link never changes."""
+    """Token-to-redirect lookups, cached: a tracked link never changes."""
 
     def __init__(self, engine: Engine, size: int = 100_000) -> None:
         self.engine = engine
@@ -88,22 +87,27 @@ class LinkCache:
         self._cache: OrderedDict[str, str | None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def destination(self, token: str) -> str | None:
-        """The URL recorded for a link token, or None when there is no such link."""
+    def location(self, token: str) -> str | None:
+        """The Location header that sends a browser to the URL recorded for a link
+        token, or None when there is no such link.
+
+        The header is written out once per cached link, not on every click.
+        """
         with self._lock:
             if token in self._cache:
                 self._cache.move_to_end(token)
                 return self._cache[token]
         with self.engine.connect() as conn:
             url = conn.execute(select(Link.url).where(Link.token == token)).scalar()
+        location = None if url is None else _header_safe(url)
         # Unknown tokens are remembered too, so guessing costs no database query:
         # a link's token is only handed out after the link is committed, so a token
         # looked up in vain can never become a real one later.
         with self._lock:
-            self._cache[token] = url
+            self._cache[token] = location
             if len(self._cache) > self.size:
                 self._cache.popitem(last=False)
-        return url
+        return location
 
 
 # Hit ids only have to be unique (the worker stores each once), not unguessable: a
@@ -210,11 +214,11 @@ class TrackingFront:
         if not is_token(token):
             return _page(start_response, "404 Not Found", _NOT_FOUND)
         try:
-            url = self.links.destination(token)
+            location = self.links.location(token)
         except Exception:
             logger.exception("link lookup failed")
             return _page(start_response, "503 Service Unavailable", _UNAVAILABLE)
-        if url is None:
+        if location is None:
             return _page(start_response, "404 Not Found", _NOT_FOUND)
         method = environ.get("REQUEST_METHOD", "GET")
         hit = self._hit(environ, "click", token, method)
@@ -225,7 +229,7 @@ class TrackingFront:
         start_response(
             "302 Found",
             [
-                ("Location", _header_safe(url)),
+                ("Location", location),
                 ("Cache-Control", "no-store"),
                 ("Referrer-Policy", "no-referrer"),
                 ("Content-Length", "0"),
@@ -256,7 +260,6 @@ class TrackingFront:
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
-@functools.lru_cache(maxsize=4096)
 def _header_safe(url: str) -> str:
     """The URL as a header value, written as a browser would send it."""
     # Printable ASCII passes unchanged (existing escapes included), so the browser
