@@ -169,10 +169,11 @@ def _start_id(user_id: int) -> int:
     # a bad value there is no person's mistake to be told of.
     raw = request.headers.get("Last-Event-ID", "")
     if raw.isascii() and raw.isdigit() and len(raw) <= 18:
-        return min(int(raw), _latest_id(user_id))
-    after = load_query(StreamArgsSchema()).get("after")
+        start: int | None = int(raw)
+    else:
+        start = load_query(StreamArgsSchema()).get("after")
     latest = _latest_id(user_id)
-    return latest if after is None else min(after, latest)
+    return latest if start is None else min(start, latest)
 
 
 @bp.get("/notifications/stream")
