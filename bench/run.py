@@ -292,11 +292,14 @@ def start_servers(services: Services) -> None:
 
 
 def processes_started(services: Services, name: str) -> bool:
-    """Whether each process the server spawned says it has started (granian's log)."""
+    """Whether each process the server spawned says it has started (in its log)."""
     server = services.processes[name].pid
     spawned = len(children(server))
     log_text = (services.tmp / f"{name}.log").read_text(errors="replace")
-    started = len(re.findall(r"Started worker-\d+ runtime", log_text))
+    # granian's words, and the track server's (app.tracking.server).
+    started = len(
+        re.findall(r"Started worker-\d+ runtime|track process \d+ started", log_text)
+    )
     return spawned > 0 and started >= spawned
 
 

@@ -241,20 +241,32 @@ class TrackingFront:
         self, environ: dict[str, Any], kind: str, token: str, method: str
     ) -> dict[str, Any]:
         headers = {
-            name: environ[key][:512]
+            name: _text(environ[key][:512])
             for key, name in _KEPT_HEADERS.items()
             if key in environ
         }
+        ua = environ.get("HTTP_USER_AGENT", "")[:1024]
         return {
             "id": hit_id(),
             "kind": kind,
             "token": token,
             "at": time.time(),
             "ip": client_ip(environ, self.trusted_proxies),
-            "ua": environ.get("HTTP_USER_AGENT", "")[:1024],
+            "ua": ua if ua.isascii() else _text(ua),
             "method": method,
             "headers": headers,
         }
+
+
+def _text(value: str) -> str:
+    """A header's value as text.
+
+    A WSGI server hands a header over as its bytes read as Latin-1 (PEP 3333); mail
+    clients and browsers that send more than ASCII send UTF-8.
+    """
+    if value.isascii():
+        return value
+    return value.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
