@@ -7,14 +7,20 @@
 import gc
 import logging
 import os
+import sys
 
 from app import create_app
+from config.settings import ConfigError
 
 logging.basicConfig(
     level=os.environ.get("LOG_LEVEL", "INFO").upper(),
     format="%(asctime)s %(levelname)s %(name)s %(message)s",
 )
-app = create_app()
+try:
+    app = create_app()
+except ConfigError as exc:
+    # The message alone: it names the setting and says what to set.
+    sys.exit(f"trailmark: {exc}")
 track = app.extensions["trailmark.tracking"].alone()
 # granian loads this module in each of its processes: start shipping now, so that
 # hits a crashed process left in the spool go out without waiting for a new one.

@@ -14,7 +14,7 @@ from app.db import Database
 from app.notify import LocalNotifier, Notifier, RedisNotifier
 from app.tracking.hotpath import LinkCache, TrackingFront
 from app.tracking.spool import Spool
-from config.settings import load
+from config.settings import ConfigError, load
 from integrations.crypto import TokenCipher
 from workers import context
 from workers.queue import Jobs, RqJobs, connect_jobs
@@ -53,24 +53,27 @@ def _check_config(app: Flask) -> None:
     secret = str(app.config.get("SECRET_KEY") or "").strip()
     if len(secret) < SECRET_KEY_MIN_LENGTH:
         problem = "is not set" if not secret else "is too short"
-        raise RuntimeError(
+        raise ConfigError(
             f"SECRET_KEY {problem}. Set it to at least {SECRET_KEY_MIN_LENGTH} random "
             "characters, for example the output of: "
             "python -c 'import secrets; print(secrets.token_hex(32))'"
         )
     public_url = urlsplit(str(app.config.get("PUBLIC_URL") or ""))
     if public_url.scheme not in {"http", "https"} or not public_url.netloc:
-        raise RuntimeError(
+        raise ConfigError(
             "PUBLIC_URL must be the address recipients reach this service at, with "
             "its scheme, such as https://track.example.com"
         )
     if float(app.config.get("NOTIFY_REPEAT_SECONDS") or 0) < 0:
-        raise RuntimeError(
+        raise ConfigError(
             "NOTIFY_REPEAT_SECONDS must be 0 (notify every open and click) or more"
         )
     if str(app.config.get("TOKEN_ENCRYPTION_KEYS") or "").strip():
         # Set but unusable would only show when a CRM is connected: say so now.
-        TokenCipher(app.config["TOKEN_ENCRYPTION_KEYS"])
+        try:
+            TokenCipher(app.config["TOKEN_ENCRYPTION_KEYS"])
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _init_parts(app: Flask) -> None:

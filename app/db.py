@@ -12,6 +12,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from config.settings import ConfigError
+
 
 class Base(DeclarativeBase):
     """Declarative base of every model."""
@@ -48,7 +50,7 @@ def _checked_engine(url: str) -> Engine:
     try:
         return make_engine(url)
     except (ArgumentError, ImportError) as exc:
-        raise ValueError(
+        raise ConfigError(
             f"DATABASE_URL cannot be used ({exc}). Use sqlite:///path/to/file.sqlite3 "
             "or postgresql://user:password@host/database."
         ) from None

@@ -6,6 +6,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+
+class ConfigError(RuntimeError):
+    """A setting that stops the start; the message names it and says what to set."""
+
+
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": "sqlite:///var/trailmark.sqlite3",
     "REDIS_URL": "",
@@ -80,11 +85,11 @@ def _coerce(key: str, raw: str) -> Any:
         if key in _FLOATS:
             return float(raw)
     except ValueError:
-        raise ValueError(f"{key} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{key} must be a number, got {raw!r}") from None
     if key in _BOOLS:
         value = raw.strip().lower()
         if value not in _TRUE | _FALSE:
-            raise ValueError(f"{key} must be on or off (1 or 0), got {raw!r}")
+            raise ConfigError(f"{key} must be on or off (1 or 0), got {raw!r}")
         return value in _TRUE
     return raw
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,8 @@ from flask import Flask
 
 from app import create_app
 from app.cli import alembic_config
-from tests.conftest import Account, path_of, settings
+from config.settings import ConfigError
+from tests.conftest import ROOT, Account, path_of, settings
 from workers.ingest import ingest_hits
 
 CHROME = (
@@ -160,15 +164,45 @@ def test_a_setting_that_cannot_work_stops_the_start_with_its_name(
     tmp_path: Path, setting: str, value: str, says: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'quick.sqlite3'}"
-    with pytest.raises((RuntimeError, ValueError), match=says):
+    with pytest.raises(ConfigError, match=says):
         create_app(settings(tmp_path, url, REDIS_URL="", **{setting: value}))
 
 
+@pytest.mark.parametrize(
+    ("command", "setting", "value", "says"),
+    [
+        (["-c", "import wsgi"], "SECRET_KEY", "short", "trailmark: SECRET_KEY is too"),
+        (["-c", "import wsgi"], "PUBLIC_URL", "nowhere", "trailmark: PUBLIC_URL must"),
+        (["-m", "workers"], "STREAM_LIMIT", "many", "worker: STREAM_LIMIT must be a"),
+    ],
+    ids=["web", "web-url", "worker"],
+)
+def test_a_process_that_cannot_start_says_why_in_one_line(
+    tmp_path: Path, command: list[str], setting: str, value: str, says: str
+) -> None:
+    """What the Procfile's processes print when a setting stops them: the message
+    alone, as the last line a process manager shows, not a traceback."""
+    url = f"sqlite:///{tmp_path / 'quick.sqlite3'}"
+    config = settings(tmp_path, url, REDIS_URL="", **{setting: value})
+    env = {**os.environ, **{k: str(v) for k, v in config.items() if k.isupper()}}
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(says)
+    assert "Traceback" not in result.stderr
+
+
 def test_a_yes_or_no_setting_refuses_anything_else() -> None:
-    from config.settings import load
+    from config.settings import ConfigError, load
 
     assert load({"SESSION_COOKIE_SECURE": "off"})["SESSION_COOKIE_SECURE"] is False
-    with pytest.raises(ValueError, match="SESSION_COOKIE_SECURE must be on or off"):
+    with pytest.raises(ConfigError, match="SESSION_COOKIE_SECURE must be on or off"):
         load({"SESSION_COOKIE_SECURE": "maybe"})
 
 

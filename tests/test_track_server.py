@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -85,7 +86,8 @@ class TrackServer:
 
     def kill(self) -> None:
         if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # all gone already
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self.process = None
 
@@ -191,6 +193,24 @@ def test_ctrl_c_stops_every_process_at_once_even_with_idle_connections(
         conn.close()
     run_jobs()
     assert len(events(account, created["id"])) == 4
+
+
+def test_killed_outright_the_supervisor_takes_its_processes_with_it(
+    track_server: TrackServer, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = account.send(html="<p>Hi</p>")
+    track_server.start()
+    pixel = track_server.url + path_of(created["pixel_url"])
+    for _ in range(5):
+        assert_pixel(requests.get(pixel, timeout=5))
+    children = track_server.children()
+    assert track_server.process is not None
+    track_server.process.kill()  # the supervisor alone, as the OOM killer would
+    track_server.process.wait()
+    wait_for(lambda: not [p for p in children if Path(f"/proc/{p}").exists()], 10)
+    # Each shipped what it had spooled on its way out.
+    run_jobs()
+    assert len(events(account, created["id"])) == 5
 
 
 def _raw(port: int, request: bytes) -> bytes:

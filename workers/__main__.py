@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import importlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +22,9 @@ import redis
 from rq import SimpleWorker, Worker
 from rq.defaults import DEFAULT_WORKER_TTL
 
+from config.settings import ConfigError
 from workers.context import current
+from workers.lifecycle import children_stop_with_this_process
 from workers.maintenance import Maintenance
 from workers.queue import QUEUES, RqJobs
 
@@ -49,24 +49,6 @@ def _guard_forks() -> None:
         after_in_parent=_FORK_GUARD.release,
         after_in_child=_FORK_GUARD.release,
     )
-
-
-def _children_stop_with_the_worker() -> None:
-    """Have every child this process forks get SIGTERM when the worker dies.
-
-    RQ runs its scheduler in a forked child. Were the worker killed outright (the
-    OOM killer, SIGKILL from a supervisor), that child would live on as an orphan,
-    polling Redis forever; with this, it stops as it would on a normal shutdown.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-
-    def arm() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    os.register_at_fork(after_in_child=arm)
 
 
 class _StopNoted:
@@ -245,11 +227,16 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     _quiet_redis_outages()
-    ctx = current()
+    try:
+        ctx = current()
+    except ConfigError as exc:
+        raise SystemExit(f"worker: {exc}") from None
     if not isinstance(ctx.jobs, RqJobs):
         raise SystemExit("REDIS_URL must point at a reachable Redis to run a worker.")
     _warm_up()
-    _children_stop_with_the_worker()
+    # RQ runs its scheduler in a forked child: killed outright (the OOM killer,
+    # SIGKILL from a supervisor), the worker would leave it polling Redis forever.
+    children_stop_with_this_process()
     # By default jobs run in this process (RQ's SimpleWorker): the user-agent and
     # GeoIP caches, compiled SQL and pooled connections serve every job, where a fork
     # per job would start each one cold. RQ's job timeouts apply either way.

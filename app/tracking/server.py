@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+from workers.lifecycle import children_stop_with_this_process
+
 logger = logging.getLogger("trailmark.track")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -66,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             f"track: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
         )
         return 2
-    try:
-        from app import create_app
+    from app import create_app
+    from config.settings import ConfigError
 
+    try:
         app = create_app()
-    except RuntimeError as exc:
+    except ConfigError as exc:
         # A setting that stops the start (SECRET_KEY, PUBLIC_URL): the message alone.
         print(f"track: {exc}", file=sys.stderr)
         return 2
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     spool = app.extensions["trailmark.spool"]
     # What start-up made is shared by the forked processes and never collected.
     gc.freeze()
+    # Killed outright, the supervisor takes its serving processes with it.
+    children_stop_with_this_process()
     supervisor = Supervisor(listener, front, spool.start, spool.stop, args.processes)
     return supervisor.run()
 
