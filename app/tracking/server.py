@@ -79,11 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     front = app.extensions["trailmark.tracking"].alone()
     spool = app.extensions["trailmark.spool"]
+    engine = app.extensions["trailmark.db"].engine
+
+    def start() -> None:
+        # Connections pooled before the fork are the supervisor's: never shared.
+        engine.dispose(close=False)
+        spool.start()
+
     # What start-up made is shared by the forked processes and never collected.
     gc.freeze()
     # Killed outright, the supervisor takes its serving processes with it.
     children_stop_with_this_process()
-    supervisor = Supervisor(listener, front, spool.start, spool.stop, args.processes)
+    supervisor = Supervisor(listener, front, start, spool.stop, args.processes)
     return supervisor.run()
 
 
@@ -219,6 +226,8 @@ class Supervisor:
             self.on_start()
             logger.info("track process %d started (pid %d)", slot, os.getpid())
             bjoern.server_run(self.listener, self.app)
+            # bjoern's loop ends by itself on a SIGINT sent to this process alone.
+            self.on_stop()
         except Exception:
             logger.exception("track process %d failed", slot)
             return 1
