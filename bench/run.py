@@ -877,7 +877,7 @@ def parse_args() -> argparse.Namespace:
         "--paced",
         type=float,
         nargs="+",
-        default=[0.25, 0.125],
+        default=[0.25, 0.1875, 0.125],
         metavar="SHARE",
         help="a paced pixel load at each of these shares of nginx's rate in the "
         "same run (and 2%% more), on all connections",
