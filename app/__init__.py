@@ -14,7 +14,7 @@ from app.db import Database
 from app.notify import LocalNotifier, Notifier, RedisNotifier
 from app.tracking.hotpath import LinkCache, TrackingFront
 from app.tracking.spool import Spool
-from config.settings import ConfigError, load
+from config.settings import ConfigError, check_numbers, load
 from integrations.crypto import TokenCipher
 from workers import context
 from workers.queue import Jobs, RqJobs, connect_jobs
@@ -50,6 +50,7 @@ SECRET_KEY_MIN_LENGTH = 32
 
 
 def _check_config(app: Flask) -> None:
+    check_numbers(app.config)
     secret = str(app.config.get("SECRET_KEY") or "").strip()
     if len(secret) < SECRET_KEY_MIN_LENGTH:
         problem = "is not set" if not secret else "is too short"
@@ -63,10 +64,6 @@ def _check_config(app: Flask) -> None:
         raise ConfigError(
             "PUBLIC_URL must be the address recipients reach this service at, with "
             "its scheme, such as https://track.example.com"
-        )
-    if float(app.config.get("NOTIFY_REPEAT_SECONDS") or 0) < 0:
-        raise ConfigError(
-            "NOTIFY_REPEAT_SECONDS must be 0 (notify every open and click) or more"
         )
     if str(app.config.get("TOKEN_ENCRYPTION_KEYS") or "").strip():
         # Set but unusable would only show when a CRM is connected: say so now.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -73,6 +74,22 @@ _FLOATS = {
     "STREAM_SECONDS",
     "NOTIFY_REPEAT_SECONDS",
 }
+# The least each number may be, and whether that least is allowed itself. A batch of
+# no hits or a wait of no time would leave hits in the spool for ever; a negative
+# count of proxies would read a client's address from the wrong end of the header.
+_LEAST: dict[str, tuple[float, bool]] = {
+    "TRUSTED_PROXIES": (0, True),
+    "SPOOL_BATCH_SIZE": (1, True),
+    "STREAM_LIMIT": (0, True),
+    "WORKER_MAINTENANCE_INTERVAL": (1, True),
+    "SPOOL_FLUSH_INTERVAL": (0, False),
+    "SALESFORCE_TIMEOUT": (0, False),
+    "CRM_SWEEP_INTERVAL": (0, False),
+    "CRM_IN_DOUBT_SECONDS": (0, True),
+    "HUBSPOT_TIMEOUT": (0, False),
+    "STREAM_SECONDS": (0, False),
+    "NOTIFY_REPEAT_SECONDS": (0, True),
+}
 _BOOLS = {"SESSION_COOKIE_SECURE"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -102,4 +119,20 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if key in env:
             settings[key] = _coerce(key, env[key])
     settings["PUBLIC_URL"] = str(settings["PUBLIC_URL"]).rstrip("/")
+    check_numbers(settings)
     return settings
+
+
+def check_numbers(settings: Mapping[str, Any]) -> None:
+    """Refuse a number setting that cannot work, naming it and what it may be."""
+    for key, (least, allowed) in _LEAST.items():
+        value = settings.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if (
+            not math.isfinite(value)
+            or value < least
+            or (value == least and not allowed)
+        ):
+            bound = f"{least:g} or more" if allowed else f"more than {least:g}"
+            raise ConfigError(f"{key} must be {bound}, got {value!r}")

@@ -198,6 +198,37 @@ def test_a_process_that_cannot_start_says_why_in_one_line(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("SPOOL_BATCH_SIZE", "0", "SPOOL_BATCH_SIZE must be 1 or more, got 0"),
+        ("SPOOL_FLUSH_INTERVAL", "0", "SPOOL_FLUSH_INTERVAL must be more than 0"),
+        ("SPOOL_FLUSH_INTERVAL", "-1", "SPOOL_FLUSH_INTERVAL must be more than 0"),
+        ("SPOOL_FLUSH_INTERVAL", "nan", "SPOOL_FLUSH_INTERVAL must be more than 0"),
+        ("STREAM_SECONDS", "inf", "STREAM_SECONDS must be more than 0, got inf"),
+        ("TRUSTED_PROXIES", "-1", "TRUSTED_PROXIES must be 0 or more, got -1"),
+        ("WORKER_MAINTENANCE_INTERVAL", "0", "WORKER_MAINTENANCE_INTERVAL must be 1"),
+    ],
+)
+def test_a_number_that_cannot_work_is_refused_with_what_it_may_be(
+    setting: str, value: str, says: str
+) -> None:
+    """A batch of no hits or a wait of no time would leave hits in the spool."""
+    from config.settings import load
+
+    with pytest.raises(ConfigError, match=says):
+        load({setting: value})
+
+
+def test_the_least_workable_numbers_are_taken() -> None:
+    from config.settings import load
+
+    least = {"SPOOL_BATCH_SIZE": "1", "TRUSTED_PROXIES": "0", "STREAM_LIMIT": "0"}
+    loaded = load({**least, "NOTIFY_REPEAT_SECONDS": "0", "CRM_IN_DOUBT_SECONDS": "0"})
+    assert loaded["SPOOL_BATCH_SIZE"] == 1 and loaded["TRUSTED_PROXIES"] == 0
+    assert loaded["NOTIFY_REPEAT_SECONDS"] == 0.0
+
+
 def test_a_yes_or_no_setting_refuses_anything_else() -> None:
     from config.settings import ConfigError, load
 
