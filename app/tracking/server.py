@@ -1,22 +1,27 @@
-"""The server of the ``track`` processes: bjoern's event loop in a few forked processes.
+"""A leaner server for the ``track`` processes behind a reverse proxy: bjoern, forked.
 
     python -m app.tracking.server --host 0.0.0.0 --port 5001 --processes 2
 
-The pixel and link endpoints are all these processes serve, and what they do for a hit
-(note it in the spool file, answer from memory) never waits on anything. bjoern parses
-HTTP in C and calls the WSGI app from a single thread, with no hand-off between threads:
-measured with a bare app returning the GIF, it costs about 10 µs of CPU a request where
-granian costs about 22, which is a third of everything the service spends on a hit.
+The Procfile's ``track`` runs granian, which is safe to face the internet. This is the
+alternative for track processes that only a reverse proxy reaches. The pixel and link
+endpoints are all they serve, and what they do for a hit (note it in the spool file,
+answer from memory) never waits on anything. bjoern parses HTTP in C and calls the WSGI
+app from a single thread: measured with a bare app returning the GIF, it costs about 10
+µs of CPU a request where granian costs about 22, half of what the track processes
+spend on a hit.
+
+bjoern leaves to the proxy in front what a server facing the internet must do, so it
+must never be reached directly: it answers only the last of several requests a client
+pipelines on one connection, and a pipelined request split across two reads crashes
+the process (SIGSEGV). It listens on IPv4 only, reads a request's whole body into
+memory, and keeps an idle connection open for as long as the client does. nginx,
+HAProxy and the cloud load balancers never pipeline to a backend and bound the rest;
+the README says how to set nginx for it.
 
 The supervisor binds the socket, loads the app once and forks the serving processes,
-which share the socket. A process that dies is replaced; hits it answered are in its
-spool file, which another process ships. SIGTERM or SIGINT stops every process: each
-ships what it spooled, and whatever it could not ship is shipped at the next start.
-
-bjoern does only what a serving process behind a reverse proxy needs, and the proxy
-(which terminates TLS for the tracking URLs anyway) does the rest: it listens on IPv4
-only, reads a request's whole body into memory, and keeps an idle connection open for
-as long as the client does. The README says how to set the proxy for it.
+which share the socket. A process that dies is replaced; the hits it answered are in
+its spool file, which another process ships. SIGTERM or SIGINT stops every process:
+each stops answering, ships what it spooled, and exits.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -40,15 +46,17 @@ from workers.lifecycle import children_stop_with_this_process
 
 logger = logging.getLogger("trailmark.track")
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 # How long a stopping process gets to ship its spool before it is killed; what it
 # leaves is shipped by the next process to start, so nothing is lost either way.
 STOP_GRACE = 10.0
-# A process that dies within this long of starting is not started again at once: an
-# app that cannot start would otherwise be forked as fast as the machine allows.
-QUICK_DEATH = 2.0
+# A process that dies within this long of starting waits longer before it is started
+# again, each time: an app that cannot start would otherwise be forked for ever.
+QUICK_DEATH = 5.0
 PAUSES = (0.5, 1.0, 2.0, 5.0, 10.0)
+_TICK = 0.05
 
 
 class _Stop(Exception):
@@ -57,10 +65,14 @@ class _Stop(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    try:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+    except ValueError as exc:
+        print(f"track: LOG_LEVEL: {exc}", file=sys.stderr)
+        return 2
     try:
         listener = bind(args.host, args.port, args.backlog)
     except (OSError, ValueError) as exc:
@@ -77,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         # A setting that stops the start (SECRET_KEY, PUBLIC_URL): the message alone.
         print(f"track: {exc}", file=sys.stderr)
         return 2
-    front = app.extensions["trailmark.tracking"].alone()
+    gate = threading.Lock()
+    front = _gated(app.extensions["trailmark.tracking"].alone(), gate)
     spool = app.extensions["trailmark.spool"]
     engine = app.extensions["trailmark.db"].engine
 
@@ -86,30 +99,59 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose(close=False)
         spool.start()
 
+    def stop() -> None:
+        # Held for good: a request arriving now waits unanswered until the process
+        # exits, so every hit that was answered is in the spool this ships.
+        gate.acquire()
+        spool.stop()
+
     # What start-up made is shared by the forked processes and never collected.
     gc.freeze()
     # Killed outright, the supervisor takes its serving processes with it.
     children_stop_with_this_process()
-    supervisor = Supervisor(listener, front, start, spool.stop, args.processes)
-    return supervisor.run()
+    return Supervisor(listener, front, start, stop, args.processes).run()
+
+
+def _gated(app: WSGIApp, gate: threading.Lock) -> WSGIApp:
+    def gated(
+        environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        with gate:
+            return app(environ, start_response)
+
+    return gated
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m app.tracking.server",
-        description="Serve the pixel and link endpoints (the Procfile's track).",
+        description="Serve the pixel and link endpoints with bjoern, behind a proxy.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="an IPv4 address")
-    parser.add_argument("--port", type=int, default=5001)
-    parser.add_argument("--processes", type=_positive, default=2)
-    parser.add_argument("--backlog", type=_positive, default=1024)
+    parser.add_argument("--port", type=_port, default=5001)
+    parser.add_argument("--processes", type=_at_least_one, default=2)
+    parser.add_argument("--backlog", type=_at_least_one, default=1024)
     return parser.parse_args(argv)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _at_least_one(text: str) -> int:
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be from 0 to 65535")
     return value
 
 
@@ -119,6 +161,8 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
     IPv4 only: bjoern reads the client's address as an IPv4 one, so on an IPv6
     socket every hit would be stored with a wrong address.
     """
+    if not host.strip():
+        raise ValueError("give an address to listen on, such as 0.0.0.0")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -139,6 +183,17 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
     return listener
 
 
+@dataclass
+class _Slot:
+    """One serving process's place: who holds it, and when to fill it again."""
+
+    number: int
+    pid: int = 0
+    started: float = 0.0
+    quick_deaths: int = 0
+    due: float = 0.0  # when an empty slot gets its next process
+
+
 class Supervisor:
     """Forks the serving processes, replaces those that die, and stops them all."""
 
@@ -154,62 +209,68 @@ class Supervisor:
         self.app = app
         self.on_start = on_start
         self.on_stop = on_stop
-        self.processes = processes
-        self.children: dict[int, tuple[int, float]] = {}  # pid: (slot, started)
-        self.failures = 0
+        self.slots = [_Slot(number) for number in range(processes)]
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, _raise_stop)
         host, port = self.listener.getsockname()[:2]
         logger.info(
-            "track server listening on http://%s:%d with %d processes",
+            "track server (bjoern) listening on http://%s:%d with %d processes",
             host,
             port,
-            self.processes,
+            len(self.slots),
         )
         try:
-            for slot in range(self.processes):
-                self._spawn(slot)
             while True:
-                pid, status = os.wait()
-                self._replace(pid, status)
+                self._reap()
+                now = time.monotonic()
+                for slot in self.slots:
+                    if not slot.pid and now >= slot.due:
+                        self._spawn(slot)
+                time.sleep(_TICK)
         except _Stop:
             pass
         self._stop_all()
         return 0
 
-    def _spawn(self, slot: int) -> None:
+    def _reap(self) -> None:
+        """Note every serving process that ended, and when to replace it."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            slot = next((s for s in self.slots if s.pid == pid), None)
+            if slot is None:
+                continue
+            lived = time.monotonic() - slot.started
+            slot.quick_deaths = slot.quick_deaths + 1 if lived < QUICK_DEATH else 0
+            pause = PAUSES[min(slot.quick_deaths, len(PAUSES) - 1)]
+            slot.pid, slot.due = 0, time.monotonic() + pause
+            logger.warning(
+                "track process %d (pid %d) %s; starting another in %.1f s",
+                slot.number,
+                pid,
+                _how_it_ended(status),
+                pause,
+            )
+
+    def _spawn(self, slot: _Slot) -> None:
         # Held off until the new process is on the books (and, in it, until its own
         # handling is in place): a stop in between would leave it running.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
         try:
             pid = os.fork()
             if pid == 0:
-                os._exit(self._serve(slot))
-            self.children[pid] = (slot, time.monotonic())
+                os._exit(self._serve(slot.number))
+            slot.pid, slot.started = pid, time.monotonic()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
 
-    def _replace(self, pid: int, status: int) -> None:
-        slot, started = self.children.pop(pid, (-1, 0.0))
-        if slot < 0:
-            return
-        logger.warning(
-            "track process %d (pid %d) %s; starting another",
-            slot,
-            pid,
-            _how_it_ended(status),
-        )
-        if time.monotonic() - started < QUICK_DEATH:
-            self.failures += 1
-            time.sleep(PAUSES[min(self.failures, len(PAUSES)) - 1])
-        else:
-            self.failures = 0
-            time.sleep(PAUSES[0])
-        self._spawn(slot)
-
-    def _serve(self, slot: int) -> int:
+    def _serve(self, number: int) -> int:
         """The body of a serving process; returns its exit status."""
         import bjoern
 
@@ -224,21 +285,17 @@ class Supervisor:
         ).start()
         try:
             self.on_start()
-            logger.info("track process %d started (pid %d)", slot, os.getpid())
+            logger.info("track process %d started (pid %d)", number, os.getpid())
             bjoern.server_run(self.listener, self.app)
             # bjoern's loop ends by itself on a SIGINT sent to this process alone.
             self.on_stop()
         except Exception:
-            logger.exception("track process %d failed", slot)
+            logger.exception("track process %d failed", number)
             return 1
         return 0
 
     def _leave_on_sigterm(self) -> None:
-        """Wait for SIGTERM, then ship what this process spooled and exit.
-
-        A hit is written to the spool in one call before it is answered, so none is
-        half written; a request being answered right now loses its answer, not its hit.
-        """
+        """Wait for SIGTERM, then stop answering, ship what was spooled, and exit."""
         signal.sigwait({signal.SIGTERM})
         try:
             self.on_stop()
@@ -250,20 +307,24 @@ class Supervisor:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         logger.info("track server stopping")
-        for pid in self.children:
+        running = {slot.pid for slot in self.slots if slot.pid}
+        for pid in running:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
-        while self.children and time.monotonic() < deadline:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
+        while running and time.monotonic() < deadline:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
             if pid:
-                self.children.pop(pid, None)
+                running.discard(pid)
             else:
-                time.sleep(0.05)
-        for pid in self.children:
+                time.sleep(_TICK)
+        for pid in running:
             logger.warning("track process pid %d did not stop in time; killed", pid)
             _signal(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        self.children.clear()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 _STOPS = {signal.SIGTERM, signal.SIGINT}
