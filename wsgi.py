@@ -12,10 +12,13 @@ import sys
 from app import create_app
 from config.settings import ConfigError
 
-logging.basicConfig(
-    level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-    format="%(asctime)s %(levelname)s %(name)s %(message)s",
-)
+try:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+except ValueError as exc:
+    sys.exit(f"trailmark: LOG_LEVEL: {exc}")
 try:
     app = create_app()
 except ConfigError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +52,17 @@ SECRET_KEY_MIN_LENGTH = 32
 
 def _check_config(app: Flask) -> None:
     check_numbers(app.config)
+    spool_dir = str(app.config.get("SPOOL_DIR") or "")
+    try:
+        os.makedirs(spool_dir, exist_ok=True)
+        writable = os.access(spool_dir, os.W_OK | os.X_OK)
+    except OSError as exc:
+        raise ConfigError(f"SPOOL_DIR cannot be used ({exc})") from None
+    if not writable:
+        raise ConfigError(
+            f"SPOOL_DIR cannot be written to ({spool_dir}): hits are noted there "
+            "before they are answered"
+        )
     secret = str(app.config.get("SECRET_KEY") or "").strip()
     if len(secret) < SECRET_KEY_MIN_LENGTH:
         problem = "is not set" if not secret else "is too short"

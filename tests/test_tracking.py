@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from app.models import Event
 from app.tracking.hotpath import GIF
 from tests.conftest import Account, locks_waited_for, path_of
 
@@ -452,13 +454,17 @@ def test_a_hit_too_long_for_its_columns_is_cut_to_fit_and_holds_up_nothing(
         basics = {"ip": LINKOPING, "ua": CHROME, "method": "GET", "headers": {}}
         return hit | basics | extra
 
-    # NUL cannot be stored in PostgreSQL text: that hit alone is dropped.
-    refused = raw(4, ua=CHROME + "\x00")
-    batch = [raw(1, method="VERYLONGMETHOD"), raw(2, ua=android), refused, raw(5)]
-    assert ingest_hits(batch) == 3
+    # NUL cannot be stored in PostgreSQL text: it is left out, the hit kept.
+    with_nul = raw(4, ua=CHROME[:20] + "\x00" + CHROME[20:])
+    batch = [raw(1, method="VERYLONGMETHOD"), raw(2, ua=android), with_nul, raw(5)]
+    assert ingest_hits(batch) == 4
     stored = events(account, created["id"])
-    assert [e["classification"] for e in stored] == ["bot", "human", "human"]
+    assert [e["classification"] for e in stored] == ["bot", "human", "human", "human"]
     assert len(stored[1]["device"]["os"]) <= 100
+    assert stored[2]["device"]["client"] == "Chrome"
+    with app.extensions["trailmark.db"].session_factory() as session:
+        agents = session.scalars(select(Event.user_agent).order_by(Event.id)).all()
+    assert agents[2] == CHROME
 
 
 def test_the_tracking_only_entry_point_answers_hits_and_nothing_else(

@@ -200,8 +200,19 @@ def _warm_up() -> None:
     gc.freeze()
 
 
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level: DEBUG, INFO, WARNING or ERROR"
+        )
+    return level
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run a Trailmark worker.")
+    parser = argparse.ArgumentParser(
+        prog="python -m workers", description="Run a Trailmark worker."
+    )
     parser.add_argument(
         "--burst", action="store_true", help="Stop when queues are empty."
     )
@@ -216,7 +227,12 @@ def main() -> None:
         default=0,
         help="Lower this process's CPU priority by this much (0 to 19).",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=os.environ.get("LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (default: LOG_LEVEL, else INFO)",
+    )
     args = parser.parse_args()
     if args.nice:
         # On a host shared with web processes, the tracking endpoints answer first

@@ -231,6 +231,11 @@ def ingest_hits(hits: list[dict[str, Any]]) -> int:
 
 def _ingest(hits: list[dict[str, Any]]) -> int:
     ctx = current()
+    for hit in hits:
+        # PostgreSQL's text cannot hold NUL, which a client may well send.
+        ua = hit.get("ua")
+        if ua and "\x00" in ua:
+            hit["ua"] = ua.replace("\x00", "")
     with ctx.db.begin() as session:
         targets = _targets(session, hits)
         message_ids = {t.message_id for t in targets.values()}

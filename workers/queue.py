@@ -14,6 +14,8 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 
+from config.settings import ConfigError
+
 logger = logging.getLogger(__name__)
 
 QUEUES = ("hits", "crm", "default")
@@ -181,7 +183,9 @@ def connect_jobs(redis_url: str) -> Jobs:
             redis_url, socket_connect_timeout=2, socket_timeout=5
         )
     except ValueError as exc:
-        raise ValueError(f"REDIS_URL is not a Redis URL ({exc})") from exc
+        raise ConfigError(
+            f"REDIS_URL is not a Redis URL ({exc}); it looks like redis://host:6379/0"
+        ) from None
     try:
         connection.ping()
         logger.info("jobs go to RQ on Redis")
