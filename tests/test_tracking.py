@@ -511,6 +511,19 @@ def _one_queued_batch(
     return created, job
 
 
+def test_a_batch_whose_job_cannot_be_queued_is_not_kept_either(
+    redis_conn: Any,
+) -> None:
+    """The batch and its job are written in one transaction: no raw hits are left in
+    Redis that no job would ever store or remove."""
+    from workers.ingest import ingest_batch
+    from workers.queue import RqJobs
+
+    with pytest.raises(KeyError):
+        RqJobs(redis_conn).enqueue_batch(ingest_batch, b"{}\n", queue="nowhere")
+    assert redis_conn.keys("trailmark:batch:*") == []
+
+
 def test_a_queued_batch_of_hits_is_kept_beside_its_job_until_stored(
     app: Any, account: Account, redis_conn: Any, run_jobs: Any
 ) -> None:

@@ -42,12 +42,16 @@ class RqJobs:
         *args: Any,
         queue: str = "default",
         timeout: int | None = None,
+        pipeline: Any = None,
         **kwargs: Any,
     ) -> None:
+        """Queue ``func(*args, **kwargs)``; with ``pipeline``, as part of it (the
+        caller executes it)."""
         self._queues[queue].enqueue(
             func,
             args=args,
             kwargs=kwargs,
+            pipeline=pipeline,
             retry=_RETRY,
             failure_ttl=int(_FAILED_KEPT.total_seconds()),
             job_timeout=timeout,
@@ -73,8 +77,13 @@ class RqJobs:
         once it is done with it.
         """
         key = f"{_BATCH_PREFIX}{uuid.uuid4().hex}"
-        self.connection.set(key, zlib.compress(batch, 1), ex=_BATCH_KEPT)
-        self.enqueue(func, key, queue=queue)
+        # One transaction: a process that dies while shipping leaves neither a job
+        # without its batch nor a batch (raw hits) that no job will ever remove.
+        with self.connection.pipeline(transaction=True) as pipeline:
+            pipeline.multi()
+            pipeline.set(key, zlib.compress(batch, 1), ex=_BATCH_KEPT)
+            self.enqueue(func, key, queue=queue, pipeline=pipeline)
+            pipeline.execute()
 
     def backlog(self, queue: str) -> int:
         """How many jobs of ``queue`` wait for a worker or are running now."""
