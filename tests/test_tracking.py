@@ -437,6 +437,28 @@ def test_unknown_link_tokens_are_remembered_without_another_lookup(
     assert links.location(real) == "https://shop.test/"
 
 
+def test_the_link_cache_holds_so_many_characters_of_destinations_at_most(
+    app: Any, account: Account
+) -> None:
+    from app.tracking.hotpath import LinkCache
+
+    long_url = "https://shop.test/" + "x" * 5000
+    created = account.send(
+        html=f'<a href="{long_url}?1">a</a><a href="{long_url}?2">b</a>'
+        '<a href="https://shop.test/short">c</a>'
+    )
+    tokens = [
+        path_of(link["tracked_url"]).removeprefix("/c/") for link in created["links"]
+    ]
+    cache = LinkCache(app.extensions["trailmark.db"].engine, chars=6000)
+    for token, link in zip(tokens, created["links"], strict=True):
+        assert cache.location(token) == link["url"]
+    # The second long destination pushed the first out; the short one fits beside it.
+    assert list(cache._cache) == tokens[1:]
+    assert cache._held == len(long_url) + 2 + len("https://shop.test/short")
+    assert cache.location(tokens[0]) == created["links"][0]["url"]  # looked up again
+
+
 def test_a_hit_too_long_for_its_columns_is_cut_to_fit_and_holds_up_nothing(
     app: Any, account: Account
 ) -> None:

@@ -79,11 +79,20 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class LinkCache:
-    """Token-to-redirect lookups, cached: a tracked link never changes."""
+    """Token-to-redirect lookups, cached: a tracked link never changes.
 
-    def __init__(self, engine: Engine, size: int = 100_000) -> None:
+    Bounded in entries and in the characters of the destinations it holds, so that
+    a few messages with very long link URLs cannot grow every process that serves
+    clicks: the least recently used go first.
+    """
+
+    def __init__(
+        self, engine: Engine, size: int = 100_000, chars: int = 32 * 1024 * 1024
+    ) -> None:
         self.engine = engine
         self.size = size
+        self.chars = chars
+        self._held = 0  # characters of the destinations held
         self._cache: OrderedDict[str, str | None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -104,9 +113,14 @@ class LinkCache:
         # a link's token is only handed out after the link is committed, so a token
         # looked up in vain can never become a real one later.
         with self._lock:
-            self._cache[token] = location
-            if len(self._cache) > self.size:
-                self._cache.popitem(last=False)
+            if token not in self._cache:
+                self._cache[token] = location
+                self._held += len(location or "")
+            while len(self._cache) > self.size or (
+                self._held > self.chars and len(self._cache) > 1
+            ):
+                _, gone = self._cache.popitem(last=False)
+                self._held -= len(gone or "")
         return location
 
 
