@@ -9,6 +9,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+import click
 from flask import Flask
 
 from app.db import Database
@@ -25,6 +26,17 @@ logger = logging.getLogger(__name__)
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the web application: config, parts, blueprints, error handlers."""
+    try:
+        return _build(overrides)
+    except ConfigError as exc:
+        if click.get_current_context(silent=True) is None:
+            raise
+        # Built for a ``flask`` command (the release step, the user commands): the
+        # message alone, as the command line shows its own errors.
+        raise click.ClickException(str(exc)) from None
+
+
+def _build(overrides: dict[str, Any] | None) -> Flask:
     app = Flask(__name__)
     app.config.update(load())
     app.config.update(overrides or {})

@@ -247,6 +247,28 @@ def test_the_least_workable_numbers_are_taken() -> None:
     assert loaded["NOTIFY_REPEAT_SECONDS"] == 0.0
 
 
+def test_the_release_step_says_why_a_setting_stops_it_in_one_line(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'quick.sqlite3'}"
+    config = settings(tmp_path, url, **{"REDIS_URL": "", "SECRET_KEY": "short"})
+    env = {**os.environ, **{k: str(v) for k, v in config.items() if k.isupper()}}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "flask"), "--app", "app", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: SECRET_KEY is too short. Set it to at least 32 random characters, "
+        "for example the output of: python -c 'import secrets; "
+        "print(secrets.token_hex(32))'"
+    ]
+
+
 def test_a_yes_or_no_setting_refuses_anything_else() -> None:
     from config.settings import ConfigError, load
 
