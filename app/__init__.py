@@ -16,7 +16,7 @@ from app.db import Database
 from app.notify import LocalNotifier, Notifier, RedisNotifier
 from app.tracking.hotpath import LinkCache, TrackingFront
 from app.tracking.spool import Spool
-from config.settings import ConfigError, check_numbers, load
+from config.settings import ConfigError, check_databases, check_numbers, load
 from integrations.crypto import TokenCipher
 from workers import context
 from workers.queue import Jobs, RqJobs, connect_jobs
@@ -64,6 +64,7 @@ SECRET_KEY_MIN_LENGTH = 32
 
 def _check_config(app: Flask) -> None:
     check_numbers(app.config)
+    check_databases(app.config)
     spool_dir = str(app.config.get("SPOOL_DIR") or "")
     try:
         os.makedirs(spool_dir, exist_ok=True)

@@ -123,6 +123,15 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return settings
 
 
+def check_databases(settings: Mapping[str, Any]) -> None:
+    """Refuse a GeoIP database path that cannot be read: every hit would be stored
+    without a place, with a warning in the log at most."""
+    for key in ("GEOIP_CITY_DB", "GEOIP_ASN_DB"):
+        path = str(settings.get(key) or "")
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{key} cannot be read: {path}")
+
+
 def check_numbers(settings: Mapping[str, Any]) -> None:
     """Refuse a number setting that cannot work, naming it and what it may be."""
     for key, (least, allowed) in _LEAST.items():

@@ -183,16 +183,11 @@ WORKER = ["-m", "workers"]
         (WORKER, "STREAM_LIMIT", "many", "worker: STREAM_LIMIT must be a"),
         (WORKER, "REDIS_URL", "garbage", "worker: REDIS_URL is not a Redis URL"),
         (WORKER, "LOG_LEVEL", "loud", "python -m workers: error: argument"),
-    ],
-    ids=[
-        "web",
-        "web-url",
-        "web-redis",
-        "web-spool",
-        "web-log",
-        "worker",
-        "worker-redis",
-        "worker-log",
+        (WORKER, "TOKEN_ENCRYPTION_KEYS", "bad", "worker: TOKEN_ENCRYPTION_KEYS must"),
+        (WORKER, "GEOIP_CITY_DB", "/nowhere.mmdb", "worker: GEOIP_CITY_DB cannot be"),
+        (WEB, "GEOIP_ASN_DB", "/nowhere.mmdb", "trailmark: GEOIP_ASN_DB cannot be"),
+        (WORKER, "REDIS_URL", "redis://127.0.0.1:6379/99", "worker: REDIS_URL cannot"),
+        (WEB, "REDIS_URL", "redis://127.0.0.1:6379/99", "trailmark: REDIS_URL cannot"),
     ],
 )
 def test_a_process_that_cannot_start_says_why_in_one_line(

@@ -22,7 +22,8 @@ import redis
 from rq import SimpleWorker, Worker
 from rq.defaults import DEFAULT_WORKER_TTL
 
-from config.settings import ConfigError
+from config.settings import ConfigError, check_databases
+from integrations.crypto import TokenCipher
 from workers.context import current
 from workers.lifecycle import children_stop_with_this_process
 from workers.maintenance import Maintenance
@@ -200,6 +201,17 @@ def _warm_up() -> None:
     gc.freeze()
 
 
+def _check_settings(settings: dict[str, Any]) -> None:
+    """What the worker reads that would otherwise fail only in its jobs."""
+    keys = str(settings.get("TOKEN_ENCRYPTION_KEYS") or "").strip()
+    if keys:
+        try:
+            TokenCipher(keys)
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from None
+    check_databases(settings)
+
+
 def _log_level(text: str) -> str:
     level = text.strip().upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -245,6 +257,7 @@ def main() -> None:
     _quiet_redis_outages()
     try:
         ctx = current()
+        _check_settings(ctx.settings)
     except ConfigError as exc:
         raise SystemExit(f"worker: {exc}") from None
     if not isinstance(ctx.jobs, RqJobs):

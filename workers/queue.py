@@ -198,6 +198,9 @@ def connect_jobs(redis_url: str) -> Jobs:
     try:
         connection.ping()
         logger.info("jobs go to RQ on Redis")
+    except redis.ResponseError as exc:
+        # Redis answered, and refused: waiting would not change that.
+        raise ConfigError(f"REDIS_URL cannot be used: Redis says {exc}") from None
     except redis.RedisError as exc:
         logger.warning(
             "Redis at REDIS_URL does not answer yet (%s); hits wait in the spool "
