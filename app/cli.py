@@ -199,8 +199,11 @@ def upgrade(revision: str) -> None:
     from alembic import command
     from alembic.util import CommandError
 
+    engine = current_app.extensions["trailmark.db"].engine
     try:
+        before = _schema_revision(engine)
         command.upgrade(alembic_config(current_app.config["DATABASE_URL"]), revision)
+        after = _schema_revision(engine)
     except CommandError as exc:
         raise click.ClickException(str(exc)) from None
     except DBAPIError as exc:
@@ -209,7 +212,21 @@ def upgrade(revision: str) -> None:
             f"The database at DATABASE_URL cannot be used: {reason}. Check that it "
             "runs, that the database exists and that the URL is right."
         ) from None
-    click.echo("Database schema is up to date.")
+    if before == after:
+        click.echo(f"Database schema is up to date (revision {after}).")
+    elif before is None:
+        click.echo(f"Database schema created (revision {after}).")
+    else:
+        click.echo(f"Database schema upgraded from revision {before} to {after}.")
+
+
+def _schema_revision(engine: Any) -> str | None:
+    """The schema's Alembic revision, or None for a database without the schema."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+    return str(revision) if revision else None
 
 
 def init_app(app: Flask) -> None:

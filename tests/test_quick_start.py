@@ -264,6 +264,27 @@ def test_the_release_step_says_why_a_setting_stops_it_in_one_line(
     ]
 
 
+def test_the_release_step_says_what_it_did(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    url = f"sqlite:///{tmp_path / 'quick.sqlite3'}"
+    script = ScriptDirectory.from_config(alembic_config(url))
+    head = script.get_current_head()
+    assert head is not None
+    previous = script.get_revision(head).down_revision
+    runner = create_app(settings(tmp_path, url, REDIS_URL="")).test_cli_runner()
+
+    outputs = [
+        runner.invoke(args=["db", "upgrade", *revision]).output
+        for revision in ([str(previous)], [], [])
+    ]
+    assert outputs == [
+        f"Database schema created (revision {previous}).\n",
+        f"Database schema upgraded from revision {previous} to {head}.\n",
+        f"Database schema is up to date (revision {head}).\n",
+    ]
+
+
 def test_a_yes_or_no_setting_refuses_anything_else() -> None:
     from config.settings import ConfigError, load
 

@@ -332,5 +332,5 @@ class Spool:
         self._wake.set()
         try:
             self.flush()
-        except Exception:
-            logger.warning("spool left hits for the next start", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 (whatever it was, the hits stay put)
+            logger.warning("spool left hits for the next start (%s)", exc)
