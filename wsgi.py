@@ -5,21 +5,13 @@
 """
 
 import gc
-import logging
-import os
 import sys
 
 from app import create_app
-from config.settings import ConfigError
+from config.settings import ConfigError, configure_logging
 
 try:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-except ValueError as exc:
-    sys.exit(f"trailmark: LOG_LEVEL: {exc}")
-try:
+    configure_logging()
     app = create_app()
 except ConfigError as exc:
     # The message alone: it names the setting and says what to set.

@@ -17,7 +17,7 @@ from app.notify import LocalNotifier, Notifier, RedisNotifier
 from app.tracking.hotpath import LinkCache, TrackingFront
 from app.tracking.spool import Spool
 from config.settings import ConfigError, check_databases, check_numbers, load
-from integrations.crypto import TokenCipher
+from integrations.crypto import check_keys
 from workers import context
 from workers.queue import Jobs, RqJobs, connect_jobs
 
@@ -90,12 +90,7 @@ def _check_config(app: Flask) -> None:
             "PUBLIC_URL must be the address recipients reach this service at, with "
             "its scheme, such as https://track.example.com"
         )
-    if str(app.config.get("TOKEN_ENCRYPTION_KEYS") or "").strip():
-        # Set but unusable would only show when a CRM is connected: say so now.
-        try:
-            TokenCipher(app.config["TOKEN_ENCRYPTION_KEYS"])
-        except RuntimeError as exc:
-            raise ConfigError(str(exc)) from None
+    check_keys(app.config)
 
 
 def _init_parts(app: Flask) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -121,6 +122,24 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     settings["PUBLIC_URL"] = str(settings["PUBLIC_URL"]).rstrip("/")
     check_numbers(settings)
     return settings
+
+
+def log_level(text: str) -> str:
+    """A log level's name, or ConfigError naming the ones there are."""
+    level = text.strip().upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise ConfigError(
+            f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {text!r}"
+        )
+    return level
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Log to stderr at ``level``, else at LOG_LEVEL, else at INFO."""
+    logging.basicConfig(
+        level=log_level(level or os.environ.get("LOG_LEVEL") or "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
 
 
 def check_databases(settings: Mapping[str, Any]) -> None:

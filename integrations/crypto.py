@@ -7,14 +7,28 @@ readable, and ``rotate`` re-encrypts a value under the first key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from config.settings import ConfigError
+
+
+def check_keys(settings: Mapping[str, Any]) -> None:
+    """Refuse TOKEN_ENCRYPTION_KEYS set to something that is not keys: it would only
+    show when a CRM is connected, or in every CRM job. Unset is refused later, when
+    someone connects a CRM."""
+    keys = str(settings.get("TOKEN_ENCRYPTION_KEYS") or "")
+    if keys.strip():
+        TokenCipher(keys)
 
 
 class TokenCipher:
     def __init__(self, keys: str) -> None:
         parts = [key.strip() for key in keys.split(",") if key.strip()]
         if not parts:
-            raise RuntimeError(
+            raise ConfigError(
                 "TOKEN_ENCRYPTION_KEYS is not set. Generate a key with: python -c "
                 "'from cryptography.fernet import Fernet; print(Fernet.generate_key()"
                 ".decode())'"
@@ -22,7 +36,7 @@ class TokenCipher:
         try:
             self._fernet = MultiFernet([Fernet(key) for key in parts])
         except ValueError as exc:
-            raise RuntimeError(
+            raise ConfigError(
                 "TOKEN_ENCRYPTION_KEYS must be url-safe base64 Fernet keys"
             ) from exc
 

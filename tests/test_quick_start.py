@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from flask import Flask
 from app import create_app
 from app.cli import alembic_config
 from config.settings import ConfigError
-from tests.conftest import ROOT, Account, path_of, settings
+from tests.conftest import ROOT, Account, path_of, settings, worker_env
 from workers.ingest import ingest_hits
 
 CHROME = (
@@ -196,8 +195,7 @@ def test_a_process_that_cannot_start_says_why_in_one_line(
     """What the Procfile's processes print when a setting stops them: the message
     alone, as the last line a process manager shows, not a traceback."""
     url = f"sqlite:///{tmp_path / 'quick.sqlite3'}"
-    config = settings(tmp_path, url, **{"REDIS_URL": "", setting: value})
-    env = {**os.environ, **{k: str(v) for k, v in config.items() if k.isupper()}}
+    env = worker_env(settings(tmp_path, url, **{"REDIS_URL": "", setting: value}))
     result = subprocess.run(
         [sys.executable, *command],
         cwd=ROOT,
@@ -246,8 +244,7 @@ def test_the_release_step_says_why_a_setting_stops_it_in_one_line(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'quick.sqlite3'}"
-    config = settings(tmp_path, url, **{"REDIS_URL": "", "SECRET_KEY": "short"})
-    env = {**os.environ, **{k: str(v) for k, v in config.items() if k.isupper()}}
+    env = worker_env(settings(tmp_path, url, REDIS_URL="", SECRET_KEY="short"))
     result = subprocess.run(
         [str(Path(sys.executable).parent / "flask"), "--app", "app", "db", "upgrade"],
         cwd=ROOT,

@@ -22,8 +22,8 @@ import redis
 from rq import SimpleWorker, Worker
 from rq.defaults import DEFAULT_WORKER_TTL
 
-from config.settings import ConfigError, check_databases
-from integrations.crypto import TokenCipher
+from config.settings import ConfigError, check_databases, configure_logging, log_level
+from integrations.crypto import check_keys
 from workers.context import current
 from workers.lifecycle import children_stop_with_this_process
 from workers.maintenance import Maintenance
@@ -201,24 +201,11 @@ def _warm_up() -> None:
     gc.freeze()
 
 
-def _check_settings(settings: dict[str, Any]) -> None:
-    """What the worker reads that would otherwise fail only in its jobs."""
-    keys = str(settings.get("TOKEN_ENCRYPTION_KEYS") or "").strip()
-    if keys:
-        try:
-            TokenCipher(keys)
-        except RuntimeError as exc:
-            raise ConfigError(str(exc)) from None
-    check_databases(settings)
-
-
 def _log_level(text: str) -> str:
-    level = text.strip().upper()
-    if not isinstance(logging.getLevelName(level), int):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a log level: DEBUG, INFO, WARNING or ERROR"
-        )
-    return level
+    try:
+        return log_level(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main() -> None:
@@ -250,14 +237,13 @@ def main() -> None:
         # On a host shared with web processes, the tracking endpoints answer first
         # and the worker drains what they spooled from the CPU they leave over.
         os.nice(max(0, min(args.nice, 19)))
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(args.log_level)
     _quiet_redis_outages()
     try:
         ctx = current()
-        _check_settings(ctx.settings)
+        # What it reads that would otherwise fail only in its jobs.
+        check_keys(ctx.settings)
+        check_databases(ctx.settings)
     except ConfigError as exc:
         raise SystemExit(f"worker: {exc}") from None
     if not isinstance(ctx.jobs, RqJobs):

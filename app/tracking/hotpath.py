@@ -259,14 +259,13 @@ class TrackingFront:
             for key, name in _KEPT_HEADERS.items()
             if key in environ
         }
-        ua = environ.get("HTTP_USER_AGENT", "")[:1024]
         return {
             "id": hit_id(),
             "kind": kind,
             "token": token,
             "at": time.time(),
             "ip": client_ip(environ, self.trusted_proxies),
-            "ua": ua if ua.isascii() else _text(ua),
+            "ua": _text(environ.get("HTTP_USER_AGENT", "")[:1024]),
             "method": method,
             "headers": headers,
         }

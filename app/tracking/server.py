@@ -42,12 +42,12 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from app import create_app
+from app.tracking.hotpath import StartResponse, WSGIApp
+from config.settings import ConfigError, configure_logging
 from workers.lifecycle import children_stop_with_this_process
 
 logger = logging.getLogger("trailmark.track")
-
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 # How long a stopping process gets to ship its spool before it is killed; what it
 # leaves is shipped by the next process to start, so nothing is lost either way.
@@ -66,12 +66,9 @@ class _Stop(Exception):
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
-        logging.basicConfig(
-            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-    except ValueError as exc:
-        print(f"track: LOG_LEVEL: {exc}", file=sys.stderr)
+        configure_logging()
+    except ConfigError as exc:
+        print(f"track: {exc}", file=sys.stderr)
         return 2
     try:
         listener = bind(args.host, args.port, args.backlog)
@@ -80,9 +77,6 @@ def main(argv: list[str] | None = None) -> int:
             f"track: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
         )
         return 2
-    from app import create_app
-    from config.settings import ConfigError
-
     try:
         app = create_app()
     except ConfigError as exc:
