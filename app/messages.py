@@ -2,23 +2,46 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import Select, and_, delete, or_, select
+from sqlalchemy import Select, and_, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.models import CrmRecord, Event, Link, Message, Notification, User
+from app.models import (
+    CrmRecord,
+    Event,
+    Link,
+    Message,
+    MessageCopy,
+    Notification,
+    User,
+    as_utc,
+)
 from app.privacy.rules import decide
 from app.tracking.hotpath import LINK_PREFIX, PIXEL_PREFIX
-from app.tracking.rewrite import Rewritten, TooManyLinks, rewrite
+from app.tracking.rewrite import Rewritten, TooManyLinks, TrackedLink, rewrite
 from app.tracking.tokens import new_token
 
 # A one-to-one email has a handful of links; thousands mean a mistake or an abuse.
 MAX_LINKS = 1000
+
+
+# Each copy is one more set of links to store: one-to-one sales mail goes to a few.
+MAX_COPIES = 50
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One recipient's copy as it will be sent."""
+
+    recipient: str
+    rewritten: Rewritten
+    pixel_url: str | None
 
 
 @dataclass(frozen=True)
@@ -26,6 +49,7 @@ class Registered:
     message: Message
     rewritten: Rewritten
     pixel_url: str | None
+    copies: list[Copy] = field(default_factory=list)
 
 
 def pixel_url(public_url: str, token: str) -> str:
@@ -73,11 +97,23 @@ def register_message(
         tracking_disabled_reason=tracking.reason,
         sender_ip=sender_ip,
     )
+    per_recipient = data.get("per_recipient", False)
+    if per_recipient and len(message.recipients) > MAX_COPIES:
+        raise ValidationError(
+            {
+                "per_recipient": [
+                    f"One copy per recipient is for at most {MAX_COPIES} recipients; "
+                    f"this message has {len(message.recipients)}."
+                ]
+            }
+        )
     session.add(message)
     links: list[Link] = []
 
     def link_for(destination: str) -> str:
-        link = Link(token=new_token(), url=destination, position=len(links))
+        link = Link(
+            message=message, token=new_token(), url=destination, position=len(links)
+        )
         links.append(link)
         return link_url(public_url, link.token)
 
@@ -86,9 +122,68 @@ def register_message(
         rewritten = _tracked(data, pixel, link_for if message.track_links else None)
     else:
         rewritten = Rewritten(data.get("html"), data.get("text"), [])
-    message.links = links
+    session.add_all(links)
+    copies = []
+    if per_recipient and (tracking.opens or tracking.links):
+        copies = [
+            _copy_of(
+                session, message, position, recipient, rewritten, links, public_url
+            )
+            for position, recipient in enumerate(message.recipients)
+        ]
     session.flush()
-    return Registered(message, rewritten, pixel)
+    return Registered(message, rewritten, pixel, copies)
+
+
+def _copy_of(
+    session: Session,
+    message: Message,
+    position: int,
+    recipient: str,
+    shared: Rewritten,
+    shared_links: list[Link],
+    public_url: str,
+) -> Copy:
+    """A recipient's copy: the message's rewritten form with tokens of its own.
+
+    The message is rewritten once; a copy differs from it only in its tokens, which
+    are random and found nowhere else in the message, so swapping them keeps every
+    other byte as rewritten.
+    """
+    copy = MessageCopy(
+        message=message, recipient=recipient, token=new_token(), position=position
+    )
+    session.add(copy)
+    swaps = {message.token: copy.token} if message.track_opens else {}
+    for link in shared_links:
+        own = Link(
+            message=message,
+            copy=copy,
+            token=new_token(),
+            url=link.url,
+            position=link.position,
+        )
+        session.add(own)
+        swaps[link.token] = own.token
+    if not swaps:
+        return Copy(recipient, shared, None)
+    pattern = re.compile("|".join(map(re.escape, swaps)))
+
+    def swapped(value: str | None) -> str | None:
+        return None if value is None else pattern.sub(lambda m: swaps[m[0]], value)
+
+    return Copy(
+        recipient,
+        Rewritten(
+            swapped(shared.html),
+            swapped(shared.text),
+            [
+                TrackedLink(tracked.url, swapped(tracked.tracked_url) or "")
+                for tracked in shared.links
+            ],
+        ),
+        pixel_url(public_url, copy.token) if message.track_opens else None,
+    )
 
 
 def _tracked(
@@ -147,6 +242,46 @@ def events_of(
     return list(session.scalars(query))
 
 
+@dataclass
+class RecipientActivity:
+    """Counted opens and clicks of one recipient's copy."""
+
+    recipient: str
+    opens: int = 0
+    clicks: int = 0
+    last_event_at: datetime | None = None
+
+
+def activity_by_recipient(
+    session: Session, message: Message
+) -> list[RecipientActivity]:
+    """Counted opens and clicks of each recipient's copy, in the copies' order.
+
+    Empty for a message without copies: its events cannot be told apart by recipient
+    unless it went to one person, and then the message's own counts say it all.
+    """
+    if not message.copies:
+        return []
+    query = (
+        select(Event.recipient, Event.type, func.count(), func.max(Event.occurred_at))
+        .where(Event.message_id == message.id, Event.counted.is_(True))
+        .group_by(Event.recipient, Event.type)
+    )
+    activity = {c.recipient: RecipientActivity(c.recipient) for c in message.copies}
+    for recipient, kind, count, latest in session.execute(query):
+        row = activity.get(recipient or "")
+        if row is None:
+            continue  # the message's own copy (the Sent folder, say)
+        if kind == "open":
+            row.opens += count
+        else:
+            row.clicks += count
+        at = as_utc(latest)
+        if at is not None and (row.last_event_at is None or at > row.last_event_at):
+            row.last_event_at = at
+    return list(activity.values())
+
+
 def delete_messages(session: Session, ids: list[int]) -> dict[str, int]:
     """Delete messages and everything hanging off them; return the row counts.
 
@@ -168,6 +303,7 @@ def delete_messages(session: Session, ids: list[int]) -> dict[str, int]:
     events = session.execute(delete(Event).where(Event.message_id.in_(ids)))
     session.execute(delete(CrmRecord).where(CrmRecord.message_id.in_(ids)))
     session.execute(delete(Link).where(Link.message_id.in_(ids)))
+    session.execute(delete(MessageCopy).where(MessageCopy.message_id.in_(ids)))
     messages = session.execute(delete(Message).where(Message.id.in_(ids)))
     return {
         "messages": getattr(messages, "rowcount", 0),

@@ -171,8 +171,14 @@ class Message(Base):
     forward_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship()
+    # The links of the message as registered; each copy has links of its own.
     links: Mapped[list[Link]] = relationship(
-        back_populates="message", order_by="Link.position"
+        primaryjoin="and_(Link.message_id == Message.id, Link.copy_id.is_(None))",
+        order_by="Link.position",
+        viewonly=True,
+    )
+    copies: Mapped[list[MessageCopy]] = relationship(
+        order_by="MessageCopy.position", viewonly=True
     )
 
     @property
@@ -184,6 +190,32 @@ class Message(Base):
         return list(first.values())
 
 
+class MessageCopy(Base):
+    """One recipient's own copy of a message: its pixel and links name that person.
+
+    A message registered with ``per_recipient`` gets one copy per recipient, sent to
+    that recipient alone, so that opens and clicks of several recipients can be told
+    apart. The message's own pixel and links stay for any other copy (the sender's
+    Sent folder).
+    """
+
+    __tablename__ = "message_copies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    recipient: Mapped[str] = mapped_column(String(320))
+    # The copy's pixel token, found beside Message.token when a hit comes in.
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    position: Mapped[int] = mapped_column(Integer)
+    # As Message.open_notified_at and forward_notified_at, for this recipient's opens.
+    open_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    forward_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    message: Mapped[Message] = relationship()
+
+
 class Link(Base):
     __tablename__ = "links"
 
@@ -191,13 +223,18 @@ class Link(Base):
     message_id: Mapped[int] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
+    # Set on the links of one recipient's copy (MessageCopy).
+    copy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("message_copies.id", ondelete="CASCADE"), index=True
+    )
     token: Mapped[str] = mapped_column(String(32), unique=True)
     url: Mapped[str] = mapped_column(Text)
     position: Mapped[int] = mapped_column(Integer)
     # As Message.open_notified_at, for clicks of this link.
     click_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    message: Mapped[Message] = relationship(back_populates="links")
+    message: Mapped[Message] = relationship()
+    copy: Mapped[MessageCopy | None] = relationship()
 
 
 _REGRADABLE = "counted IS true AND (type = 'click' OR implied IS true)"

@@ -41,6 +41,7 @@ from app.models import (
     Event,
     Link,
     Message,
+    MessageCopy,
     Notification,
     Organization,
     as_utc,
@@ -67,14 +68,16 @@ logger = logging.getLogger(__name__)
 
 
 class _Target:
-    """A hit's message, organisation and link, with what every hit of a batch reads.
+    """A hit's message, organisation, link and copy, with what every hit reads.
 
     Read off the ORM objects once a batch: an attribute of a mapped object costs a
     descriptor call, and a busy message has a thousand hits in a batch.
     """
 
     __slots__ = (
+        "copy",
         "facts",
+        "has_copies",
         "ip_policy",
         "link",
         "link_id",
@@ -82,22 +85,60 @@ class _Target:
         "message",
         "message_id",
         "recipient",
-        "recipients",
+        "unit",
     )
 
-    def __init__(self, message: Message, org: Organization, link: Link | None) -> None:
+    def __init__(
+        self,
+        message: Message,
+        org: Organization,
+        link: Link | None,
+        copy: MessageCopy | None,
+        has_copies: bool,
+    ) -> None:
         self.message = message
         self.message_id = message.id
         self.link = link
         self.link_id = link.id if link is not None else None
-        self.recipients = message.recipients
-        only = self.recipients[0] if len(self.recipients) == 1 else None
-        self.recipient = only[:_RECIPIENT_LIMIT] if only else None
+        self.copy = copy
+        self.has_copies = has_copies
+        if copy is not None:
+            # A recipient's own copy: its hits are that recipient's, as if the
+            # message had gone to them alone.
+            self.recipient: str | None = copy.recipient[:_RECIPIENT_LIMIT]
+            count = 1
+        else:
+            self.recipient = _shared_recipient(message)
+            count = len(message.recipients)
+        # What grading reads past events of: the whole message, or one recipient's.
+        self.unit: _Unit = (self.message_id, self.recipient)
         self.ip_policy = org.ip_policy
         self.location_precision = org.location_precision
         self.facts = MessageFacts(
-            as_utc(message.sent_at) or utcnow(), message.sender_ip, len(self.recipients)
+            as_utc(message.sent_at) or utcnow(), message.sender_ip, count
         )
+
+
+# A message and the recipient its events name (None: "somebody"). A message without
+# copies names one recipient in all its events (or none); one with copies has a
+# unit per recipient, and its own copy's (the Sent folder's) besides.
+_Unit = tuple[int, str | None]
+
+
+def _shared_recipient(message: Message) -> str | None:
+    """Whom the hits of the message's own pixel and links name: its one recipient."""
+    recipients = message.recipients
+    return recipients[0][:_RECIPIENT_LIMIT] if len(recipients) == 1 else None
+
+
+# Whether a message has copies: its units are then told apart in grading.
+_HAS_COPIES = (
+    select(MessageCopy.id)
+    .where(MessageCopy.message_id == Message.id)
+    .correlate(Message)
+    .exists()
+    .label("has_copies")
+)
 
 
 @dataclass(slots=True)
@@ -116,16 +157,23 @@ class NewEvent:
     reasons: list[str]
     implied: bool
     possible_forward: bool
+    recipient: str | None
     link: Link | None
+    copy: MessageCopy | None
 
     @classmethod
-    def of(cls, event_id: int, row: dict[str, Any], link: Link | None) -> NewEvent:
+    def of(cls, event_id: int, row: dict[str, Any], target: _Target) -> NewEvent:
         fields = {name: row[name] for name in _NEW_EVENT_FIELDS}
-        return cls(id=event_id, link=link, **fields)
+        link = target.link if row["type"] == "click" else None
+        return cls(id=event_id, link=link, copy=target.copy, **fields)
+
+    @property
+    def unit(self) -> _Unit:
+        return (self.message_id, self.recipient)
 
 
 _NEW_EVENT_FIELDS = [
-    name for name in NewEvent.__dataclass_fields__ if name not in {"id", "link"}
+    name for name in NewEvent.__dataclass_fields__ if name not in {"id", "link", "copy"}
 ]
 
 
@@ -238,11 +286,9 @@ def _ingest(hits: list[dict[str, Any]]) -> int:
             hit["ua"] = ua.replace("\x00", "")
     with ctx.db.begin() as session:
         targets = _targets(session, hits)
-        message_ids = {t.message_id for t in targets.values()}
-        history = _history(session, hits, message_ids)
-        rows = _event_rows(ctx, hits, targets, history)
-        links = {t.link.id: t.link for t in targets.values() if t.link is not None}
-        inserted = _insert(session, rows, links)
+        history = _history(session, hits, targets)
+        rows, owners = _event_rows(ctx, hits, targets, history)
+        inserted = _insert(session, rows, owners)
         uncounted = _regrade_bursts(session, inserted)
         quiet = _repeat_quiet(ctx)
         notified = _after_insert(session, inserted, uncounted, targets, quiet)
@@ -265,21 +311,34 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
     targets: dict[str, _Target] = {}
     if open_tokens:
         query = (
-            select(Message, Organization)
+            select(Message, Organization, _HAS_COPIES)
             .join(Organization, Organization.id == Message.org_id)
             .where(Message.token.in_(open_tokens), Message.track_opens.is_(True))
         )
-        for message, org in session.execute(query):
-            targets[message.token] = _Target(message, org, None)
+        for message, org, has_copies in session.execute(query):
+            targets[message.token] = _Target(message, org, None, None, has_copies)
+        # Tokens of no message's own pixel may be a recipient's copy's.
+        if copy_tokens := open_tokens - targets.keys():
+            copies = (
+                select(Message, Organization, MessageCopy)
+                .join(Organization, Organization.id == Message.org_id)
+                .join(MessageCopy, MessageCopy.message_id == Message.id)
+                .where(
+                    MessageCopy.token.in_(copy_tokens), Message.track_opens.is_(True)
+                )
+            )
+            for message, org, copy in session.execute(copies):
+                targets[copy.token] = _Target(message, org, None, copy, True)
     if link_tokens:
         clicks = (
-            select(Message, Organization, Link)
+            select(Message, Organization, Link, MessageCopy, _HAS_COPIES)
             .join(Organization, Organization.id == Message.org_id)
             .join(Link, Link.message_id == Message.id)
+            .outerjoin(MessageCopy, MessageCopy.id == Link.copy_id)
             .where(Link.token.in_(link_tokens))
         )
-        for message, org, link in session.execute(clicks):
-            targets[link.token] = _Target(message, org, link)
+        for message, org, link, copy, has_copies in session.execute(clicks):
+            targets[link.token] = _Target(message, org, link, copy, has_copies)
     kept = hold_messages(session, {t.message_id for t in targets.values()})
     # A recipient put on the do-not-track list after sending is not tracked either.
     kept -= untracked_message_ids(session, [t.message for t in targets.values()])
@@ -287,33 +346,79 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
 
 
 def _history(
-    session: Session, hits: Sequence[dict[str, Any]], message_ids: set[int]
-) -> dict[int, History]:
-    """What grading needs of each message's stored events, in two indexed queries."""
-    history = {message_id: History() for message_id in message_ids}
-    if not message_ids:
+    session: Session, hits: Sequence[dict[str, Any]], targets: dict[str, _Target]
+) -> dict[_Unit, History]:
+    """What grading needs of each unit's stored events, in indexed queries.
+
+    Two queries for all messages without copies; two more for each recipient of a
+    message with copies that the batch has hits of.
+    """
+    history = {t.unit: History() for t in targets.values()}
+    if not history:
         return history
-    ids = sorted(message_ids)
-    for row in session.execute(_FIRSTS, {"ids": ids}):
-        history[row.id].has_open = bool(row.opened)
-        if row.occurred_at is not None:
-            history[row.id].add(_prior_of(row))
+    shared = {t.message_id: t.unit for t in targets.values() if not t.has_copies}
+    if shared:
+        for row in session.execute(_FIRSTS, {"ids": sorted(shared)}):
+            past = history[shared[row.id]]
+            past.has_open = bool(row.opened)
+            if row.occurred_at is not None:
+                past.add(_prior_of(row))
+    for unit in {t.unit for t in targets.values() if t.has_copies}:
+        _unit_firsts(session, unit, history[unit])
     # Bursts look back a few seconds from each hit. Each link's clicks in that span
     # are summed up by their first and last time, which answers exactly whenever the
     # stored clicks are older than the hits (the usual order of arrival).
+    messages = {t.message_id: t.message for t in targets.values()}
     times = [float(hit.get("at", 0)) for hit in hits]
     start = datetime.fromtimestamp(min(times), UTC) - BURST_WINDOW
     end = datetime.fromtimestamp(max(times), UTC)
-    for row in session.execute(
-        _RECENT_CLICKS, {"ids": ids, "start": start, "end": end}
-    ):
+    params = {"ids": sorted(messages), "start": start, "end": end}
+    for row in session.execute(_RECENT_CLICKS, params):
         if row.first is None:
             continue
+        if row.copy_id is not None:
+            unit = (row.message_id, row.copy_recipient[:_RECIPIENT_LIMIT])
+        else:
+            unit = (row.message_id, _shared_recipient(messages[row.message_id]))
+        if unit not in history:
+            continue  # another recipient's copy, with no hit in this batch
         for at in (row.first, row.last):
-            history[row.message_id].add(
+            history[unit].add(
                 PriorEvent("click", as_utc(at) or end, "", None, None, row.link_id)
             )
     return history
+
+
+def _unit_firsts(session: Session, unit: _Unit, past: History) -> None:
+    """Whether one recipient's copy (or the message's own) was opened, and its first
+    human open."""
+    message_id, recipient = unit
+    opens = (
+        Event.message_id == message_id,
+        Event.type == _OPEN,
+        _named(recipient),
+    )
+    first = session.execute(
+        select(*_prior_columns(Event))
+        .where(*opens, Event.classification == literal(HUMAN, literal_execute=True))
+        .order_by(Event.occurred_at)
+        .limit(_ONE)
+    ).first()
+    if first is not None:
+        past.add(_prior_of(first))
+    else:
+        past.has_open = (
+            session.scalar(select(Event.id).where(*opens).limit(_ONE)) is not None
+        )
+
+
+def _named(recipient: str | None) -> Any:
+    """Events that name this recipient (None: "somebody")."""
+    return (
+        Event.recipient == recipient
+        if recipient is not None
+        else Event.recipient.is_(None)
+    )
 
 
 # The hot queries below spell their constants out in the SQL. PostgreSQL plans a
@@ -356,7 +461,7 @@ def _firsts() -> Select[Any]:
     )
 
 
-def _recent_clicks() -> Select[int, int, datetime | None, datetime | None]:
+def _recent_clicks() -> Select[Any]:
     """Per link of the messages: its first and last click between two times.
 
     Two probes of the index of clicks per link each, however many clicks a scanner
@@ -375,12 +480,18 @@ def _recent_clicks() -> Select[int, int, datetime | None, datetime | None]:
             .scalar_subquery()
         )
 
-    return select(
-        Link.message_id,
-        Link.id.label("link_id"),
-        edge(func.min).label("first"),
-        edge(func.max).label("last"),
-    ).where(Link.message_id.in_(bindparam("ids", expanding=True)))
+    return (
+        select(
+            Link.message_id,
+            Link.id.label("link_id"),
+            Link.copy_id,
+            MessageCopy.recipient.label("copy_recipient"),
+            edge(func.min).label("first"),
+            edge(func.max).label("last"),
+        )
+        .outerjoin(MessageCopy, MessageCopy.id == Link.copy_id)
+        .where(Link.message_id.in_(bindparam("ids", expanding=True)))
+    )
 
 
 def _prior_columns(event: type[Event]) -> tuple[Any, ...]:
@@ -414,15 +525,19 @@ def _event_rows(
     ctx: WorkerContext,
     hits: Sequence[dict[str, Any]],
     targets: dict[str, _Target],
-    history: dict[int, History],
-) -> list[dict[str, Any]]:
+    history: dict[_Unit, History],
+) -> tuple[list[dict[str, Any]], dict[str, _Target]]:
+    """The rows to store, and the target of each by hit id (implied opens too)."""
     rows: list[dict[str, Any]] = []
+    owners: dict[str, _Target] = {}
     for hit in sorted(hits, key=lambda h: h.get("at", 0)):
         target = targets.get(hit.get("token", ""))
         if target is None:
             continue
-        rows.extend(_rows_for_hit(ctx, hit, target, history[target.message_id]))
-    return rows
+        for row in _rows_for_hit(ctx, hit, target, history[target.unit]):
+            rows.append(row)
+            owners[row["hit_id"]] = target
+    return rows, owners
 
 
 def _rows_for_hit(
@@ -578,7 +693,7 @@ def _kept_location(precision: str, location: Location | None) -> dict[str, Any]:
 
 
 def _insert(
-    session: Session, rows: list[dict[str, Any]], links: dict[int, Link]
+    session: Session, rows: list[dict[str, Any]], owners: dict[str, _Target]
 ) -> list[NewEvent]:
     """Insert events, skipping hits already stored; return the new ones."""
     if not rows:
@@ -591,7 +706,7 @@ def _insert(
     new = []
     for event_id, hit_id in sorted(stored):
         row = by_hit[hit_id]
-        new.append(NewEvent.of(event_id, row, links.get(row["link_id"] or 0)))
+        new.append(NewEvent.of(event_id, row, owners[hit_id]))
     return new
 
 
@@ -701,18 +816,18 @@ def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
     200 bursts. Returns the events of earlier batches that stopped being counted.
     """
     spans = _burst_spans(inserted)
-    windows = [
-        (message_id, lo, hi)
-        for message_id, found in spans.items()
-        for lo, hi, _ in found
-    ]
+    windows = [(unit, lo, hi) for unit, found in spans.items() for lo, hi, _ in found]
     regraded: list[Event] = []
     # SQLite parses a chain of ORs as a tree at most 1,000 deep.
     for start in range(0, len(windows), 200):
         within = or_(
             *(
-                and_(Event.message_id == message_id, Event.occurred_at.between(lo, hi))
-                for message_id, lo, hi in windows[start : start + 200]
+                and_(
+                    Event.message_id == message_id,
+                    _named(recipient),
+                    Event.occurred_at.between(lo, hi),
+                )
+                for (message_id, recipient), lo, hi in windows[start : start + 200]
             )
         )
         # Locked, so that two jobs never both take the same event off the counts.
@@ -730,7 +845,7 @@ def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
     for event in regraded:
         label = next(
             name
-            for lo, hi, name in spans[event.message_id]
+            for lo, hi, name in spans[(event.message_id, event.recipient)]
             if lo <= event.occurred_at <= hi
         )
         event.classification = "scanner"
@@ -744,16 +859,16 @@ def _regrade_bursts(session: Session, inserted: list[NewEvent]) -> list[Event]:
 
 def _burst_spans(
     inserted: list[NewEvent],
-) -> dict[int, list[tuple[datetime, datetime, str]]]:
-    """Per message, the merged time spans of its new burst clicks, with their label."""
-    windows: dict[int, list[tuple[datetime, datetime, str]]] = defaultdict(list)
+) -> dict[_Unit, list[tuple[datetime, datetime, str]]]:
+    """Per unit, the merged time spans of its new burst clicks, with their label."""
+    windows: dict[_Unit, list[tuple[datetime, datetime, str]]] = defaultdict(list)
     for event in inserted:
         label = next((r for r in event.reasons if r.startswith("burst:")), None)
         if label and event.type == "click":
             at = as_utc(event.occurred_at) or datetime.now(UTC)
-            windows[event.message_id].append((at - BURST_WINDOW, at, label))
-    merged: dict[int, list[tuple[datetime, datetime, str]]] = {}
-    for message_id, spans in windows.items():
+            windows[event.unit].append((at - BURST_WINDOW, at, label))
+    merged: dict[_Unit, list[tuple[datetime, datetime, str]]] = {}
+    for unit, spans in windows.items():
         spans.sort()
         out = [spans[0]]
         for lo, hi, label in spans[1:]:
@@ -762,7 +877,7 @@ def _burst_spans(
                 out[-1] = (last_lo, max(hi, last_hi), last_label)
             else:
                 out.append((lo, hi, label))
-        merged[message_id] = out
+        merged[unit] = out
     return merged
 
 
@@ -798,6 +913,10 @@ def _repeat_quiet(ctx: WorkerContext) -> timedelta:
     return timedelta(seconds=max(0.0, seconds))
 
 
+# What remembers when its events were last told of.
+_Holder = Message | MessageCopy | Link
+
+
 class _Repeats:
     """Which counted events of a batch are news to their sender.
 
@@ -813,19 +932,21 @@ class _Repeats:
         self.quiet = quiet
         # The time of the latest event told of, per span: read off the row once,
         # written back once, whatever the batch holds.
-        self._last: dict[tuple[Message | Link, str], datetime | None] = {}
-        self._changed: set[tuple[Message | Link, str]] = set()
+        self._last: dict[tuple[_Holder, str], datetime | None] = {}
+        self._changed: set[tuple[_Holder, str]] = set()
 
     def news(self, message: Message, event: NewEvent) -> bool:
-        span: tuple[Message | Link, str]
+        span: tuple[_Holder, str]
+        # A recipient's copy keeps the spans of its recipient's opens.
+        opened: Message | MessageCopy = event.copy or message
         if event.type == "click":
             if event.link is None:
                 return True
             span = (event.link, "click_notified_at")
         elif event.possible_forward:
-            span = (message, "forward_notified_at")
+            span = (opened, "forward_notified_at")
         else:
-            span = (message, "open_notified_at")
+            span = (opened, "open_notified_at")
         if span in self._last:
             last = self._last[span]
         else:

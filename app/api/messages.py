@@ -9,6 +9,7 @@ from flask import abort, current_app, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import BadRequest
 
 from app.api import bp
@@ -20,12 +21,19 @@ from app.api.schemas import (
     MessagePageSchema,
     MessageSchema,
     PageArgsSchema,
+    RecipientActivitySchema,
     tracking_of,
 )
 from app.auth import api_auth, current_user
 from app.boundary import load_query
 from app.extensions import db_session
-from app.messages import events_of, find_message, register_message
+from app.messages import (
+    Copy,
+    activity_by_recipient,
+    events_of,
+    find_message,
+    register_message,
+)
 from app.models import Event, Message, User
 from app.tracking.hotpath import client_address
 
@@ -136,10 +144,21 @@ def create_message() -> ResponseReturnValue:
         "text": registered.rewritten.text,
         "pixel_url": registered.pixel_url,
         "links": registered.rewritten.links,
+        "copies": [_copy_view(copy) for copy in registered.copies],
         "sent_at": registered.message.sent_at,
         "tracking": tracking_of(registered.message),
     }
     return MessageCreatedSchema().dump(body), 201
+
+
+def _copy_view(copy: Copy) -> dict[str, Any]:
+    return {
+        "recipient": copy.recipient,
+        "html": copy.rewritten.html,
+        "text": copy.rewritten.text,
+        "pixel_url": copy.pixel_url,
+        "links": copy.rewritten.links,
+    }
 
 
 @bp.get("/messages")
@@ -155,6 +174,7 @@ def list_messages() -> ResponseReturnValue:
         select(Message)
         .where(*where)
         .order_by(Message.sent_at.desc(), Message.id.desc())
+        .options(selectinload(Message.copies))
         .limit(args["per_page"])
         .offset((args["page"] - 1) * args["per_page"])
     ).all()
@@ -165,7 +185,11 @@ def list_messages() -> ResponseReturnValue:
 @api_auth
 def get_message(public_id: str) -> ResponseReturnValue:
     """One message with its counted opens and clicks."""
-    return MessageSchema().dump(own_message(public_id))
+    message = own_message(public_id)
+    body = MessageSchema().dump(message)
+    activity = activity_by_recipient(db_session(), message)
+    body["by_recipient"] = RecipientActivitySchema(many=True).dump(activity)
+    return body
 
 
 @bp.get("/messages/<public_id>/events")

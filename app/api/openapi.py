@@ -31,6 +31,7 @@ SCHEMAS: dict[str, type[Schema]] = {
     "MessageCreate": s.MessageCreateSchema,
     "MessageCreated": s.MessageCreatedSchema,
     "Message": s.MessageSchema,
+    "MessageDetail": s.MessageDetailSchema,
     "MessagePage": s.MessagePageSchema,
     "EventList": s.EventListSchema,
     "Error": s.ErrorSchema,
@@ -48,7 +49,7 @@ SCHEMAS: dict[str, type[Schema]] = {
 OPERATIONS: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
     ("post", "/api/v1/messages"): ("MessageCreate", 201, "MessageCreated"),
     ("get", "/api/v1/messages"): (None, 200, "MessagePage"),
-    ("get", "/api/v1/messages/{public_id}"): (None, 200, "Message"),
+    ("get", "/api/v1/messages/{public_id}"): (None, 200, "MessageDetail"),
     ("get", "/api/v1/messages/{public_id}/events"): (None, 200, "EventList"),
     ("post", "/api/v1/messages/{public_id}/replied"): ("Replied", 200, None),
     ("post", "/api/v1/rules"): ("Rule", 201, "RuleOut"),

@@ -77,6 +77,16 @@ class MessageCreateSchema(Schema):
     track_opens = JsonBoolean(load_default=True)
     track_links = JsonBoolean(load_default=True)
     track_text_links = JsonBoolean(load_default=False)
+    # One copy per recipient, each with a pixel and links of its own, sent to that
+    # recipient alone: opens and clicks then name who made them.
+    per_recipient = JsonBoolean(
+        load_default=False,
+        metadata={
+            "description": "Answer with one copy per recipient (at most 50) in "
+            "'copies', to be sent to each recipient alone, so that every open and "
+            "click names its recipient."
+        },
+    )
     sent_at = Timestamp(load_default=None)
 
     @validates_schema(skip_on_field_errors=False)
@@ -116,6 +126,16 @@ def tracking_of(message: Any) -> dict[str, Any]:
     }
 
 
+class CopySchema(Schema):
+    """One recipient's copy: send this HTML and text to this recipient alone."""
+
+    recipient = fields.String()
+    html = fields.String(allow_none=True)
+    text = fields.String(allow_none=True)
+    pixel_url = fields.String(allow_none=True)
+    links = fields.List(fields.Nested(LinkSchema))
+
+
 class MessageCreatedSchema(Schema):
     id = fields.String()
     subject = fields.String()
@@ -123,8 +143,25 @@ class MessageCreatedSchema(Schema):
     text = fields.String(allow_none=True)
     pixel_url = fields.String(allow_none=True)
     links = fields.List(fields.Nested(LinkSchema))
+    copies = fields.List(
+        fields.Nested(CopySchema),
+        metadata={
+            "description": "With per_recipient: one copy per recipient, in the order "
+            "of to, cc and bcc. The message's own html and text above are for any "
+            "other copy, such as the sender's Sent folder. Empty otherwise."
+        },
+    )
     sent_at = fields.DateTime()
     tracking = fields.Nested(TrackingSchema)
+
+
+class RecipientActivitySchema(Schema):
+    """What one recipient's copy has seen: counted opens and clicks."""
+
+    recipient = fields.String()
+    opens = fields.Integer()
+    clicks = fields.Integer()
+    last_event_at = fields.DateTime(allow_none=True)
 
 
 class MessageSchema(Schema):
@@ -143,6 +180,12 @@ class MessageSchema(Schema):
     track_opens = JsonBoolean()
     track_links = JsonBoolean()
     tracking = fields.Function(tracking_of)
+    per_recipient = fields.Function(lambda message: bool(message.copies))
+
+
+class MessageDetailSchema(MessageSchema):
+    # Counted per recipient from the events of their copies (per_recipient only).
+    by_recipient = fields.List(fields.Nested(RecipientActivitySchema))
 
 
 class MessagePageSchema(Schema):

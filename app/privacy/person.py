@@ -25,7 +25,9 @@ from app.models import (
     CrmRecord,
     DoNotTrack,
     Event,
+    Link,
     Message,
+    MessageCopy,
     Notification,
     Organization,
     User,
@@ -270,6 +272,18 @@ def _leave_shared(
             CrmRecord.message_id.in_(ids), CrmRecord.recipient == address
         )
     )
+    # The person's own copy goes with its links: they answer as unknown from now on.
+    copies = list(
+        session.scalars(
+            select(MessageCopy.id).where(
+                MessageCopy.message_id.in_(ids),
+                func.lower(MessageCopy.recipient) == address,
+            )
+        )
+    )
+    if copies:
+        session.execute(delete(Link).where(Link.copy_id.in_(copies)))
+        session.execute(delete(MessageCopy).where(MessageCopy.id.in_(copies)))
     from workers.ingest import recount_message
 
     for message_id in ids:

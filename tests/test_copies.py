@@ -1,0 +1,228 @@
+"""One copy per recipient: each recipient's opens and clicks name that recipient."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.db import Database
+from app.messages import MAX_COPIES
+from app.models import Link, MessageCopy
+from tests.conftest import Account
+from tests.test_tracking import events, hit
+
+ANN = "ann@prospect.test"
+BOB = "bob@prospect.test"
+LONDON = "81.2.69.142"
+MILTON = "216.160.83.56"
+HTML = (
+    '<html><body><p>Hi {{first_name}},</p><a href="https://example.com/a?x=1&amp;y=2">'
+    'A</a> <a href="https://example.com/b">B</a></body></html>'
+)
+
+
+def _send(account: Account, **extra: Any) -> dict[str, Any]:
+    # Sent an hour ago: past the window in which delivery-time scanners fetch.
+    sent_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    return account.send(
+        to=[ANN],
+        cc=[BOB, "ANN@prospect.test"],
+        html=HTML,
+        text="Hi, see https://example.com/a",
+        track_text_links=True,
+        per_recipient=True,
+        sent_at=sent_at,
+        **extra,
+    )
+
+
+def _tokens(url: str) -> str:
+    return url.rsplit("/", 1)[-1].removesuffix(".gif")
+
+
+def test_each_recipient_gets_a_copy_that_differs_only_in_its_tokens(
+    account: Account,
+) -> None:
+    created = _send(account)
+
+    ann, bob = created["copies"]
+    assert [ann["recipient"], bob["recipient"]] == [ANN, BOB]
+    shared = [created["pixel_url"], *(link["tracked_url"] for link in created["links"])]
+    for copy in (ann, bob):
+        own = [copy["pixel_url"], *(link["tracked_url"] for link in copy["links"])]
+        assert [link["url"] for link in copy["links"]] == [
+            link["url"] for link in created["links"]
+        ]
+        assert not set(own) & set(shared)
+        # Put the message's own tokens back: every other byte is the same.
+        html, text = copy["html"], copy["text"]
+        for mine, theirs in zip(own, shared, strict=True):
+            html = html.replace(_tokens(mine), _tokens(theirs))
+            text = text.replace(_tokens(mine), _tokens(theirs))
+        assert html == created["html"]
+        assert text == created["text"]
+        assert "{{first_name}}" in copy["html"]
+    assert ann["pixel_url"] != bob["pixel_url"]
+
+    detail = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert detail["per_recipient"] is True
+    assert [r["recipient"] for r in detail["by_recipient"]] == [ANN, BOB]
+
+
+def test_copy_links_redirect_to_the_recorded_destination(account: Account) -> None:
+    created = _send(account)
+    for copy in created["copies"]:
+        for link in copy["links"]:
+            response = hit(account.client, link["tracked_url"])
+            assert response.status_code == 302
+            assert response.headers["Location"] == link["url"]
+    assert created["copies"][0]["links"][0]["url"] == "https://example.com/a?x=1&y=2"
+
+
+def test_without_per_recipient_there_are_no_copies(account: Account) -> None:
+    created = account.send(to=[ANN, BOB], html=HTML)
+    assert created["copies"] == []
+    detail = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert detail["per_recipient"] is False
+    assert detail["by_recipient"] == []
+
+
+def test_too_many_recipients_for_copies_is_a_clear_422(account: Account) -> None:
+    to = [f"p{i}@prospect.test" for i in range(MAX_COPIES + 1)]
+    response = account.post(
+        "/api/v1/messages",
+        json={"subject": "Hi", "to": to, "html": HTML, "per_recipient": True},
+    )
+    assert response.status_code == 422
+    [message] = response.get_json()["fields"]["per_recipient"]
+    assert f"at most {MAX_COPIES} recipients" in message
+    assert account.get("/api/v1/messages").get_json()["total"] == 0
+
+
+def test_a_non_boolean_per_recipient_is_refused(account: Account) -> None:
+    response = account.post(
+        "/api/v1/messages",
+        json={"subject": "Hi", "to": [ANN], "html": HTML, "per_recipient": "maybe"},
+    )
+    assert response.status_code == 422
+    assert "per_recipient" in response.get_json()["fields"]
+
+
+def test_opens_and_clicks_name_the_recipient_of_their_copy(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = _send(account)
+    ann, bob = created["copies"]
+    hit(account.client, ann["pixel_url"])
+    run_jobs()
+    # Bob reads at home: another network than Ann's, and not a forward of hers.
+    hit(
+        account.client,
+        bob["links"][1]["tracked_url"],
+        environ_base={"REMOTE_ADDR": LONDON},
+    )
+    run_jobs()
+    # Ann opens again from elsewhere: that is a forward of her copy.
+    hit(account.client, ann["pixel_url"], environ_base={"REMOTE_ADDR": MILTON})
+    # And the sender looks at the copy in their Sent folder (the message's own).
+    hit(account.client, created["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+
+    got = [
+        (
+            e["type"],
+            e["recipient"],
+            e["recipient_label"],
+            e["implied"],
+            e["possible_forward"],
+        )
+        for e in events(account, created["id"])
+    ]
+    assert got == [
+        ("open", ANN, ANN, False, False),
+        ("open", BOB, BOB, True, False),  # implied by his click: he had not opened
+        ("click", BOB, BOB, False, False),
+        ("open", ANN, ANN, False, True),
+        ("open", None, "somebody", False, False),
+    ]
+    detail = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert (detail["opens"], detail["clicks"]) == (4, 1)
+    activity = {
+        r["recipient"]: (r["opens"], r["clicks"]) for r in detail["by_recipient"]
+    }
+    assert activity == {ANN: (2, 0), BOB: (1, 1)}
+
+
+def test_each_recipients_first_open_is_told_even_within_the_quiet_span(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = _send(account)
+    ann, bob = created["copies"]
+    hit(account.client, ann["pixel_url"])
+    hit(account.client, ann["pixel_url"])  # a repeat: stored, not told again
+    run_jobs()
+    hit(account.client, bob["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+
+    listed = account.get("/api/v1/notifications").get_json()["notifications"]
+    titles = sorted(n["title"] for n in listed)
+    assert titles == [f"{ANN} opened “Hello”", f"{BOB} opened “Hello”"]
+
+
+def test_a_scanner_burst_on_one_copy_leaves_another_recipients_click_counted(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = _send(account)
+    ann, bob = created["copies"]
+    hit(account.client, ann["links"][0]["tracked_url"])
+    run_jobs()
+    # Bob's mail gateway follows both links of his copy at once.
+    for link in bob["links"]:
+        hit(account.client, link["tracked_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+
+    clicks = [e for e in events(account, created["id"]) if e["type"] == "click"]
+    by_recipient = {(e["recipient"], e["counted"], e["classification"]) for e in clicks}
+    assert by_recipient == {(ANN, True, "human"), (BOB, False, "scanner")}
+    assert account.get(f"/api/v1/messages/{created['id']}").get_json()["clicks"] == 1
+
+
+def test_erasing_a_recipient_takes_their_copy_and_leaves_the_others(
+    make_account: Callable[..., Account],
+    database: Database,
+    run_jobs: Callable[[], None],
+) -> None:
+    admin = make_account("admin@seller.test", admin=True)
+    created = _send(admin)
+    ann, bob = created["copies"]
+    hit(admin.client, bob["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    hit(admin.client, ann["pixel_url"])
+    run_jobs()
+
+    response = admin.post("/api/v1/privacy/erase", json={"address": BOB})
+    assert response.status_code == 200, response.get_json()
+
+    with database.engine.connect() as conn:
+        left = conn.scalars(select(MessageCopy.recipient)).all()
+        links = conn.scalar(
+            select(func.count()).select_from(Link).where(Link.copy_id.is_not(None))
+        )
+    assert left == [ANN]
+    assert links == len(ann["links"]) == 3
+    assert [e["recipient"] for e in events(admin, created["id"])] == [ANN]
+    detail = admin.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert [r["recipient"] for r in detail["by_recipient"]] == [ANN]
+    assert BOB not in str(detail)
+
+
+def test_the_openapi_document_describes_copies(client: Any) -> None:
+    document = client.get("/api/v1/openapi.json").get_json()
+    schemas = document["components"]["schemas"]
+    assert "per_recipient" in schemas["MessageCreate"]["properties"]
+    assert "copies" in schemas["MessageCreated"]["properties"]
+    assert "by_recipient" in schemas["MessageDetail"]["properties"]
+    assert re.search(r"at most 50", str(schemas["MessageCreate"]))
