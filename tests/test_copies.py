@@ -28,16 +28,16 @@ HTML = (
 def _send(account: Account, **extra: Any) -> dict[str, Any]:
     # Sent an hour ago: past the window in which delivery-time scanners fetch.
     sent_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    return account.send(
-        to=[ANN],
-        cc=[BOB, "ANN@prospect.test"],
-        html=HTML,
-        text="Hi, see https://example.com/a",
-        track_text_links=True,
-        per_recipient=True,
-        sent_at=sent_at,
-        **extra,
-    )
+    body = {
+        "to": [ANN],
+        "cc": [BOB, "ANN@prospect.test"],
+        "html": HTML,
+        "text": "Hi, see https://example.com/a",
+        "track_text_links": True,
+        "per_recipient": True,
+        "sent_at": sent_at,
+    }
+    return account.send(**{**body, **extra})
 
 
 def _tokens(url: str) -> str:
@@ -226,3 +226,28 @@ def test_the_openapi_document_describes_copies(client: Any) -> None:
     assert "copies" in schemas["MessageCreated"]["properties"]
     assert "by_recipient" in schemas["MessageDetail"]["properties"]
     assert re.search(r"at most 50", str(schemas["MessageCreate"]))
+
+
+def test_the_message_page_shows_each_recipients_activity(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    from tests.test_pages import sign_in
+
+    created = _send(account, subject="<b>Offer</b>", cc=["eve@prospect.test"])
+    ann, _ = created["copies"]
+    hit(account.client, ann["pixel_url"])
+    run_jobs()
+    sign_in(account.client, account.email)
+    page = account.client.get(f"/messages/{created['id']}").get_data(as_text=True)
+
+    rows = re.findall(
+        r'<tr data-recipient="([^"]+)"><td>[^<]*</td><td class="opens">(\d+)</td>\s*'
+        r'<td class="clicks">(\d+)</td><td>([^<]+)</td>',
+        page,
+    )
+    assert rows == [
+        (ANN, "1", "0", "just now"),
+        ("eve@prospect.test", "0", "0", "not yet"),
+    ]
+    assert "one pixel cannot tell them apart" not in page
+    assert "<b>Offer</b>" not in page

@@ -27,7 +27,7 @@ from app.auth import (
     login_required,
 )
 from app.extensions import db_session
-from app.messages import events_of, find_message
+from app.messages import activity_by_recipient, events_of, find_message
 from app.models import CrmConnection, CrmRecord, Event, Message, Notification
 from app.pages import bp
 from app.pages.chart import open_bars, opens_of
@@ -154,6 +154,7 @@ def _timeline_context(public_id: str) -> dict[str, Any]:
         "events": events,
         "total_events": total,
         "bars": open_bars(opens_of(session, message.id), message.sent_at),
+        "by_recipient": activity_by_recipient(session, message),
     }
 
 
