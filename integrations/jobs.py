@@ -30,6 +30,7 @@ from app.models import (
     CrmRecord,
     Event,
     Message,
+    MessageCopy,
     Organization,
     User,
     as_utc,
@@ -267,7 +268,7 @@ def _plans(
     sender: User = message.user
     if sender.email not in owners:
         owners[sender.email] = client.owner_for(sender.email)
-    counts = _counts(session, message.id)
+    counts_of = _counts_of(session, message.id, copied=bool(message.copies))
     kinds = [k for k in ("sent", "open", "click") if k != "sent" or org.log_sent_email]
     plans = []
     for recipient in message.recipients:
@@ -275,6 +276,7 @@ def _plans(
         if key not in matches:
             matches[key] = client.match(recipient)
         match = matches[key]
+        counts = counts_of(key)
         for kind in kinds:
             if kind != "sent" and not counts[kind]:
                 continue
@@ -288,15 +290,31 @@ def _plans(
     return plans
 
 
-def _counts(session: Session, message_id: int) -> dict[str, int]:
+def _counts_of(
+    session: Session, message_id: int, *, copied: bool
+) -> Callable[[str], dict[str, int]]:
+    """Counted events of each kind that a recipient's activities stand for.
+
+    With one copy per recipient, each recipient's own (events name them); otherwise
+    the whole message's, the same for everyone it went to.
+    """
     rows = session.execute(
-        select(Event.type, func.count())
+        select(Event.recipient, Event.type, func.count())
         .where(Event.message_id == message_id, Event.counted.is_(True))
-        .group_by(Event.type)
+        .group_by(Event.recipient, Event.type)
     )
-    counts = {"sent": 1, "open": 0, "click": 0}
-    counts.update({kind: int(count) for kind, count in rows})
-    return counts
+    whole = {"sent": 1, "open": 0, "click": 0}
+    mine: dict[str, dict[str, int]] = {}
+    for recipient, kind, count in rows:
+        whole[kind] += int(count)
+        if recipient is not None:
+            per = mine.setdefault(recipient.lower(), {"sent": 1, "open": 0, "click": 0})
+            per[kind] += int(count)
+    if not copied:
+        return lambda _recipient: whole
+    return lambda recipient: mine.get(
+        recipient.lower(), {"sent": 1, "open": 0, "click": 0}
+    )
 
 
 def _ledger_row(
@@ -453,8 +471,10 @@ def _activity(
     record: CrmRecord,
     count: int,
 ) -> Activity:
-    events = _counted_events(session, message.id, kind)
-    subject, body = describe(message, kind, events)
+    # With copies, a recipient's activity tells of their own copy's events only.
+    recipient = record.recipient if message.copies else None
+    events = _counted_events(session, message.id, kind, recipient)
+    subject, body = describe(message, kind, events, per_recipient=bool(recipient))
     return Activity(
         kind=kind,
         marker=record.marker,
@@ -470,9 +490,12 @@ def _activity(
     )
 
 
-def _counted_events(session: Session, message_id: int, kind: str) -> list[Event]:
+def _counted_events(
+    session: Session, message_id: int, kind: str, recipient: str | None = None
+) -> list[Event]:
     if kind == "sent":
         return []
+    mine = () if recipient is None else (func.lower(Event.recipient) == recipient,)
     return list(
         session.scalars(
             select(Event)
@@ -480,14 +503,24 @@ def _counted_events(session: Session, message_id: int, kind: str) -> list[Event]
                 Event.message_id == message_id,
                 Event.type == kind,
                 Event.counted.is_(True),
+                *mine,
             )
             .order_by(Event.occurred_at, Event.id)
         )
     )
 
 
-def describe(message: Message, kind: str, events: Sequence[Event]) -> tuple[str, str]:
-    """The subject and text of an activity, as a rep reads them in the CRM."""
+def describe(
+    message: Message,
+    kind: str,
+    events: Sequence[Event],
+    *,
+    per_recipient: bool = False,
+) -> tuple[str, str]:
+    """The subject and text of an activity, as a rep reads them in the CRM.
+
+    ``per_recipient``: the events are one recipient's own copy's.
+    """
     recipients = ", ".join(message.recipients)
     if kind == "sent":
         sent = (as_utc(message.sent_at) or datetime.now(UTC)).strftime(
@@ -501,7 +534,7 @@ def describe(message: Message, kind: str, events: Sequence[Event]) -> tuple[str,
         lines.append(f"First: {_when(first)}. Last: {_when(last)}{_where(last)}.")
     if kind == "click":
         lines.extend(_clicked_links(events))
-    if len(message.recipients) > 1:
+    if len(message.recipients) > 1 and not per_recipient:
         lines.append(
             f"Sent to several people ({recipients}); one tracking pixel cannot tell "
             "them apart, so this may have been any of them."
@@ -558,7 +591,10 @@ def unsynced_messages(
 
 def _behind(session: Session, connection_id: int, message_id: int) -> bool:
     """Whether the ledger lacks a row, or a row lags the counted events."""
-    counts = _counts(session, message_id)
+    copied = session.scalar(
+        select(MessageCopy.id).where(MessageCopy.message_id == message_id).limit(1)
+    )
+    counts_of = _counts_of(session, message_id, copied=copied is not None)
     rows = session.scalars(
         select(CrmRecord).where(
             CrmRecord.connection_id == connection_id, CrmRecord.message_id == message_id
@@ -568,11 +604,17 @@ def _behind(session: Session, connection_id: int, message_id: int) -> bool:
         return True
     for row in rows:
         if row.state in {"pending"} or (
-            row.state == "created" and row.synced_event_count < counts.get(row.kind, 0)
+            row.state == "created"
+            and row.synced_event_count < counts_of(row.recipient).get(row.kind, 0)
         ):
             return True
-    kinds_with_rows = {row.kind for row in rows}
-    return any(counts[k] and k not in kinds_with_rows for k in ("open", "click"))
+    kinds_with_rows = {(row.recipient, row.kind) for row in rows}
+    recipients = {row.recipient for row in rows}
+    return any(
+        counts_of(r)[k] and (r, k) not in kinds_with_rows
+        for r in recipients
+        for k in ("open", "click")
+    )
 
 
 def replay(connection_id: int) -> int:

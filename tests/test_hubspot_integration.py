@@ -282,6 +282,51 @@ def test_several_recipients_each_get_the_activity_with_the_ambiguity_stated(
     assert states[("alan@buyer.test", "open")] == "created"
 
 
+def test_with_a_copy_each_recipients_note_tells_of_their_own_opens_only(
+    app: Flask,
+    emu: HubSpotEmulator,
+    portal: dict[str, str],
+    team: tuple[Account, Account],
+    run_jobs: Callable[[], None],
+) -> None:
+    rep = team[1]
+    created = rep.send(
+        subject="Pilot pricing",
+        to=["ada@buyer.test", "alan@buyer.test"],
+        html='<p>Hi</p><a href="https://seller.test/pricing">pricing</a>',
+        per_recipient=True,
+    )
+    ada, alan = created["copies"]
+    for _ in range(2):
+        hit(rep.client, ada["pixel_url"])
+    hit(rep.client, alan["links"][0]["tracked_url"])
+    run_jobs()
+
+    def notes_of(contact: str) -> list[str]:
+        return sorted(
+            n["properties"]["hs_note_body"]
+            for n in emu.objects("notes")
+            if ("contacts", contact, AssociationType.NOTE_TO_CONTACT)
+            in links(emu, "notes", n["id"])
+        )
+
+    [ada_opens] = notes_of(portal["ada"])
+    assert "2 open(s)" in ada_opens
+    alan_opens, alan_clicks = notes_of(portal["alan"])
+    assert "1 click(s)" in alan_opens or "1 click(s)" in alan_clicks
+    assert "1 open(s)" in alan_opens + alan_clicks  # the open his click implied
+    for body in (ada_opens, alan_opens, alan_clicks):
+        assert "cannot tell" not in body
+    # Nothing more to write: every recipient's row has caught up with their events.
+    run_jobs()
+    from integrations.jobs import unsynced_messages
+
+    with app.extensions["trailmark.db"].session_factory() as session:
+        connection = session.scalars(select(CrmConnection)).one()
+        assert unsynced_messages(session, connection) == []
+    assert {r.state for r in ledger(app)} == {"created"}
+
+
 def test_token_is_refreshed_ahead_of_expiry_and_the_new_one_kept(
     app: Flask,
     emu: HubSpotEmulator,
