@@ -31,8 +31,13 @@ from app.tracking.tokens import new_token
 MAX_LINKS = 1000
 
 
-# Each copy is one more set of links to store: one-to-one sales mail goes to a few.
+# Each copy is one more set of links to store and one more body in the answer:
+# one-to-one sales mail goes to a few people.
 MAX_COPIES = 50
+# What the copies of one message may add up to, in tracked links and in characters of
+# HTML and text: the answer holds every copy's body.
+MAX_COPY_LINKS = 5000
+MAX_COPY_CHARS = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,15 +103,8 @@ def register_message(
         sender_ip=sender_ip,
     )
     per_recipient = data.get("per_recipient", False)
-    if per_recipient and len(message.recipients) > MAX_COPIES:
-        raise ValidationError(
-            {
-                "per_recipient": [
-                    f"One copy per recipient is for at most {MAX_COPIES} recipients; "
-                    f"this message has {len(message.recipients)}."
-                ]
-            }
-        )
+    if per_recipient:
+        _check_copies(data, len(message.recipients))
     session.add(message)
     links: list[Link] = []
 
@@ -124,6 +122,11 @@ def register_message(
         rewritten = Rewritten(data.get("html"), data.get("text"), [])
     session.add_all(links)
     copies = []
+    if per_recipient and len(links) * len(message.recipients) > MAX_COPY_LINKS:
+        raise _too_many_copies(
+            f"{len(message.recipients)} copies of {len(links)} tracked links make more "
+            f"than {MAX_COPY_LINKS:,} links"
+        )
     if per_recipient and (tracking.opens or tracking.links):
         copies = [
             _copy_of(
@@ -133,6 +136,32 @@ def register_message(
         ]
     session.flush()
     return Registered(message, rewritten, pixel, copies)
+
+
+def _check_copies(data: dict[str, Any], recipients: int) -> None:
+    """A 422 before any work when copies would be too many or too large."""
+    if recipients > MAX_COPIES:
+        raise _too_many_copies(
+            f"one copy per recipient is for at most {MAX_COPIES} recipients, and "
+            f"this message has {recipients}"
+        )
+    size = len(data.get("html") or "") + len(data.get("text") or "")
+    if size * recipients > MAX_COPY_CHARS:
+        raise _too_many_copies(
+            f"{recipients} copies of {size:,} characters make more than "
+            f"{MAX_COPY_CHARS:,} characters"
+        )
+
+
+def _too_many_copies(why: str) -> ValidationError:
+    return ValidationError(
+        {
+            "per_recipient": [
+                f"Too much for one copy per recipient: {why}. Send it to fewer "
+                "people at once, or without per_recipient."
+            ]
+        }
+    )
 
 
 def _copy_of(

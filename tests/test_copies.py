@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.db import Database
-from app.messages import MAX_COPIES
+from app.messages import MAX_COPIES, MAX_COPY_CHARS, MAX_COPY_LINKS
 from app.models import Link, MessageCopy
 from tests.conftest import Account
 from tests.test_tracking import events, hit
@@ -101,6 +101,30 @@ def test_too_many_recipients_for_copies_is_a_clear_422(account: Account) -> None
     [message] = response.get_json()["fields"]["per_recipient"]
     assert f"at most {MAX_COPIES} recipients" in message
     assert account.get("/api/v1/messages").get_json()["total"] == 0
+
+
+def test_copies_too_large_or_with_too_many_links_are_a_clear_422(
+    account: Account, database: Database
+) -> None:
+    to = [f"p{i}@prospect.test" for i in range(MAX_COPIES)]
+    big = "<p>" + "x" * (MAX_COPY_CHARS // MAX_COPIES) + "</p>"
+    many = "".join(
+        f'<a href="https://example.com/{n}">{n}</a>'
+        for n in range(MAX_COPY_LINKS // MAX_COPIES + 1)
+    )
+    for html, why in ((big, "characters"), (many, "links")):
+        response = account.post(
+            "/api/v1/messages",
+            json={"subject": "Hi", "to": to, "html": html, "per_recipient": True},
+        )
+        assert response.status_code == 422
+        [message] = response.get_json()["fields"]["per_recipient"]
+        assert why in message and "fewer" in message
+    assert account.get("/api/v1/messages").get_json()["total"] == 0
+    with database.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Link)) == 0
+    # The same links for fewer people fit.
+    assert len(_send(account, to=to[:2], cc=[], html=many)["copies"]) == 2
 
 
 def test_a_non_boolean_per_recipient_is_refused(account: Account) -> None:

@@ -78,6 +78,45 @@ def test_an_open_and_a_scanner_burst_are_stored_and_graded_on_sqlite(
     assert (message["opens"], message["clicks"]) == (1, 0)
 
 
+def test_copies_per_recipient_name_their_recipient_on_sqlite(
+    quick_app: Flask, rep: Account
+) -> None:
+    created = rep.send(
+        to=["ann@prospect.test", "bob@prospect.test"],
+        html='<p>Hi</p><a href="https://shop.test/a">a</a>',
+        per_recipient=True,
+    )
+    ann, bob = created["copies"]
+    client, spool = rep.client, quick_app.extensions["trailmark.spool"]
+    headers = {"User-Agent": CHROME}
+    client.get(
+        path_of(ann["pixel_url"]),
+        headers=headers,
+        environ_base={"REMOTE_ADDR": "89.160.20.112"},
+    )
+    client.get(
+        path_of(bob["links"][0]["tracked_url"]),
+        headers=headers,
+        environ_base={"REMOTE_ADDR": "81.2.69.142"},
+    )
+    spool.flush()
+
+    events = _events(rep, created["id"])
+    assert [(e["type"], e["recipient"], e["implied"]) for e in events] == [
+        ("open", "ann@prospect.test", False),
+        ("open", "bob@prospect.test", True),
+        ("click", "bob@prospect.test", False),
+    ]
+    assert not any(e["possible_forward"] for e in events)
+    message = rep.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert [
+        (r["recipient"], r["opens"], r["clicks"]) for r in message["by_recipient"]
+    ] == [
+        ("ann@prospect.test", 1, 0),
+        ("bob@prospect.test", 1, 1),
+    ]
+
+
 def test_bursts_across_hundreds_of_messages_in_one_batch(
     quick_app: Flask, rep: Account
 ) -> None:
