@@ -7,13 +7,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from flask import Flask
+from sqlalchemy import func, select, update
 
 from app.db import Database
+from app.followups.models import FollowUpRule
+from app.followups.preview import preview
 from app.messages import MAX_COPIES, MAX_COPY_CHARS, MAX_COPY_LINKS
-from app.models import Link, MessageCopy
+from app.models import Link, Message, MessageCopy, User
 from tests.conftest import Account
+from tests.test_followups import actions, add_rule, db_of, firings
 from tests.test_tracking import events, hit
+from workers import followups
 
 ANN = "ann@prospect.test"
 BOB = "bob@prospect.test"
@@ -275,3 +280,62 @@ def test_the_message_page_shows_each_recipients_activity(
     ]
     assert "one pixel cannot tell them apart" not in page
     assert "<b>Offer</b>" not in page
+
+
+def test_a_follow_up_rule_fires_once_for_each_recipient_who_opens(
+    app: Flask, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    add_rule(account, {"type": "first_open"})
+    created = _send(account, subject="Pilot pricing")
+    ann, bob = created["copies"]
+    hit(account.client, ann["pixel_url"])
+    hit(account.client, ann["pixel_url"])
+    run_jobs()
+    assert [f.recipient for f in firings(app)] == [ANN]
+
+    hit(account.client, bob["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+    assert [f.recipient for f in firings(app)] == [ANN, BOB]
+    bodies = [a.payload["body"] for a in actions(app)]
+    assert ANN in bodies[0] and BOB in bodies[1]
+
+
+def test_no_open_reminds_of_each_recipient_who_has_not_opened_their_copy(
+    app: Flask, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    add_rule(account, {"type": "no_open", "days": 2})
+    long_ago = (datetime.now(UTC) - timedelta(days=9)).isoformat()
+    created = _send(account, sent_at=long_ago)
+    carl = account.send(to=[ANN, BOB], html=HTML, sent_at=long_ago)  # no copies
+    hit(account.client, created["copies"][0]["pixel_url"])  # Ann opened hers
+    run_jobs()
+    with db_of(app).begin() as session:  # the rule has been there for a month
+        session.execute(
+            update(FollowUpRule).values(armed_at=datetime.now(UTC) - timedelta(days=30))
+        )
+
+    followups.sweep()
+    followups.sweep()  # and again: nothing more is due
+    fired = {(f.message_id, f.recipient) for f in firings(app)}
+    with db_of(app).session_factory() as session:
+        ids = {
+            m.public_id: m.id
+            for m in session.scalars(select(Message).where(Message.id > 0))
+        }
+    assert fired == {(ids[created["id"]], BOB), (ids[carl["id"]], "")}
+
+
+def test_the_rule_preview_shows_each_recipient(
+    app: Flask, account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = _send(account)
+    ann, bob = created["copies"]
+    hit(account.client, ann["pixel_url"])
+    hit(account.client, bob["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+    rule = {"trigger": {"type": "first_open"}, "actions": [{"type": "reminder"}]}
+    with db_of(app).session_factory() as session:
+        user = session.scalars(select(User)).one()
+        looked_at, rows = preview(session, user, rule)
+    assert looked_at == 1
+    assert sorted(row.recipient for row in rows) == [ANN, BOB]

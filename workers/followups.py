@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -40,7 +40,15 @@ from app.followups.triggers import (
     recipient_of,
 )
 from app.messages import hold_messages
-from app.models import CrmConnection, CrmRecord, Event, Message, Notification, User
+from app.models import (
+    CrmConnection,
+    CrmRecord,
+    Event,
+    Message,
+    MessageCopy,
+    Notification,
+    User,
+)
 from integrations.base import (
     Activity,
     AuthLost,
@@ -122,15 +130,37 @@ def _evaluate_message(session: Session, message_id: int, now: datetime) -> list[
     rules = [r for r in _rules_for(session, message) if r.trigger["type"] != "no_open"]
     if not rules:
         return []
-    events = _counted_events(session, message_id)
     schedule = schedule_for(message.user)
     fired: list[int] = []
-    for rule in rules:
-        signal = event_signal(rule.trigger, events, schedule)
-        if signal is None or (signal.received_at or now) < rule.armed_at:
-            continue
-        fired.extend(fire(session, rule, message, signal, schedule, now))
+    for recipient, events in _counted_events_by_recipient(session, message):
+        for rule in rules:
+            signal = event_signal(rule.trigger, events, schedule)
+            if signal is None or (signal.received_at or now) < rule.armed_at:
+                continue
+            fired.extend(fire(session, rule, message, signal, schedule, now, recipient))
     return fired
+
+
+def _counted_events_by_recipient(
+    session: Session, message: Message
+) -> list[tuple[str, list[CountedEvent]]]:
+    """Whose counted events a rule weighs: each recipient's own copy's, or the
+    message's as a whole (attributed to its one recipient, or to nobody: '')."""
+    events = session.scalars(
+        select(Event)
+        .where(Event.message_id == message.id, Event.counted.is_(True))
+        .options(selectinload(Event.link))
+    ).all()
+    if not message.copies:
+        return [(recipient_of(message.recipients), _counted(events))]
+    mine: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        if event.recipient is not None:
+            mine[event.recipient.lower()].append(event)
+    return [
+        (copy.recipient.lower(), _counted(mine[copy.recipient.lower()]))
+        for copy in message.copies
+    ]
 
 
 def _rules_for(session: Session, message: Message) -> Sequence[FollowUpRule]:
@@ -145,12 +175,7 @@ def _rules_for(session: Session, message: Message) -> Sequence[FollowUpRule]:
     ).all()
 
 
-def _counted_events(session: Session, message_id: int) -> list[CountedEvent]:
-    events = session.scalars(
-        select(Event)
-        .where(Event.message_id == message_id, Event.counted.is_(True))
-        .options(selectinload(Event.link))
-    )
+def _counted(events: Iterable[Event]) -> list[CountedEvent]:
     return [
         CountedEvent(
             id=e.id,
@@ -170,12 +195,15 @@ def fire(
     signal: Signal,
     schedule: Schedule,
     now: datetime,
+    recipient: str | None = None,
 ) -> list[int]:
-    """Record a firing and its actions, unless the rule already fired for this message.
+    """Record a firing and its actions, unless the rule already fired for this message
+    and recipient (the message's one recipient when not given, or '' for several).
 
     Returns the ids of the new actions (none when it had fired before).
     """
-    recipient = recipient_of(message.recipients)
+    if recipient is None:
+        recipient = recipient_of(message.recipients)
     firing_id = _insert_firing(
         session,
         {
@@ -571,28 +599,54 @@ def check_no_open(ctx: WorkerContext, now: datetime) -> int:
 
 
 def _check_rule(session: Session, rule: FollowUpRule, now: datetime) -> list[int]:
-    fired_already = exists().where(
-        FollowUpFiring.rule_id == rule.id, FollowUpFiring.message_id == Message.id
-    )
-    query = select(Message).where(
+    """Fire a "no open" rule for each unopened message it is due for, and for each
+    recipient's copy left unopened when the message went as one copy per recipient."""
+    due = [
         Message.org_id == rule.org_id,
         Message.replied_at.is_(None),
-        Message.open_count == 0,
         Message.track_opens.is_(True),
         Message.sent_at >= now - lookback_for(rule.trigger),
         # A business day is at least 23 hours (a DST change), so nothing newer is due.
         Message.sent_at <= now - timedelta(hours=23),
-        ~fired_already,
-    )
+    ]
     if rule.user_id is not None:
-        query = query.where(Message.user_id == rule.user_id)
+        due.append(Message.user_id == rule.user_id)
+    fired_already = exists().where(
+        FollowUpFiring.rule_id == rule.id, FollowUpFiring.message_id == Message.id
+    )
+    has_copies = exists().where(MessageCopy.message_id == Message.id)
+    whole = select(Message, literal(None)).where(
+        *due, Message.open_count == 0, ~fired_already, ~has_copies
+    )
+    # A copy is due when its own recipient has no counted open and was not reminded.
+    opened = exists().where(
+        Event.message_id == Message.id,
+        Event.type == "open",
+        Event.counted.is_(True),
+        Event.recipient == MessageCopy.recipient,
+    )
+    fired_for_copy = exists().where(
+        FollowUpFiring.rule_id == rule.id,
+        FollowUpFiring.message_id == Message.id,
+        FollowUpFiring.recipient == func.lower(MessageCopy.recipient),
+    )
+    copies = (
+        select(Message, MessageCopy.recipient)
+        .join(MessageCopy, MessageCopy.message_id == Message.id)
+        .where(*due, ~opened, ~fired_for_copy)
+    )
     new_actions: list[int] = []
-    for message in session.scalars(query.order_by(Message.id).limit(SWEEP_LIMIT)):
-        schedule = schedule_for(message.user)
-        signal = no_open_signal(rule.trigger, message.sent_at, [], now, schedule)
-        if signal is None or signal.at < rule.armed_at:
-            continue
-        new_actions.extend(fire(session, rule, message, signal, schedule, now))
+    for query in (whole, copies):
+        ordered = query.order_by(Message.id).limit(SWEEP_LIMIT)
+        for message, recipient in session.execute(ordered):
+            schedule = schedule_for(message.user)
+            signal = no_open_signal(rule.trigger, message.sent_at, [], now, schedule)
+            if signal is None or signal.at < rule.armed_at:
+                continue
+            mine = recipient.lower() if recipient is not None else None
+            new_actions.extend(
+                fire(session, rule, message, signal, schedule, now, mine)
+            )
     return new_actions
 
 

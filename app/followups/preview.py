@@ -55,29 +55,48 @@ def preview(
     ).all()
     rows = []
     for message in messages:
-        signal = _signal(session, rule["trigger"], message, now, schedule)
-        if signal is not None:
-            rows.append(_row(rule, message, signal, schedule))
+        for recipient, events in _events_by_recipient(session, message):
+            signal = _signal(rule["trigger"], message, events, now, schedule)
+            if signal is not None:
+                rows.append(_row(rule, message, recipient, signal, schedule))
     return len(messages), rows
 
 
+def _events_by_recipient(
+    session: Session, message: Message
+) -> list[tuple[str, list[CountedEvent]]]:
+    """The counted events a rule weighs, per recipient's copy or for the message."""
+    events = session.scalars(
+        select(Event)
+        .where(Event.message_id == message.id, Event.counted.is_(True))
+        .options(selectinload(Event.link))
+    ).all()
+
+    def counted(recipient: str | None) -> list[CountedEvent]:
+        return [
+            CountedEvent(
+                e.id,
+                e.type,
+                e.occurred_at,
+                e.received_at,
+                e.link.url if e.link else None,
+            )
+            for e in events
+            if recipient is None or (e.recipient or "").lower() == recipient.lower()
+        ]
+
+    if not message.copies:
+        return [(recipient_of(message.recipients), counted(None))]
+    return [(copy.recipient, counted(copy.recipient)) for copy in message.copies]
+
+
 def _signal(
-    session: Session,
     trigger: dict[str, Any],
     message: Message,
+    events: list[CountedEvent],
     now: datetime,
     schedule: Schedule,
 ) -> Signal | None:
-    events = [
-        CountedEvent(
-            e.id, e.type, e.occurred_at, e.received_at, e.link.url if e.link else None
-        )
-        for e in session.scalars(
-            select(Event)
-            .where(Event.message_id == message.id, Event.counted.is_(True))
-            .options(selectinload(Event.link))
-        )
-    ]
     if message.replied_at is not None:
         now = min(now, message.replied_at)
     if trigger["type"] != "no_open":
@@ -91,9 +110,12 @@ def _signal(
 
 
 def _row(
-    rule: dict[str, Any], message: Message, signal: Signal, schedule: Schedule
+    rule: dict[str, Any],
+    message: Message,
+    recipient: str,
+    signal: Signal,
+    schedule: Schedule,
 ) -> PreviewRow:
-    recipient = recipient_of(message.recipients)
     values = {
         "subject": message.subject,
         "recipient": recipient or ", ".join(message.recipients),
