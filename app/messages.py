@@ -25,7 +25,7 @@ from app.models import (
 from app.privacy.rules import decide
 from app.tracking.hotpath import LINK_PREFIX, PIXEL_PREFIX
 from app.tracking.rewrite import Rewritten, TooManyLinks, TrackedLink, rewrite
-from app.tracking.tokens import new_token
+from app.tracking.tokens import TOKEN_LENGTH, new_token
 
 # A one-to-one email has a handful of links; thousands mean a mistake or an abuse.
 MAX_LINKS = 1000
@@ -122,11 +122,8 @@ def register_message(
         rewritten = Rewritten(data.get("html"), data.get("text"), [])
     session.add_all(links)
     copies = []
-    if per_recipient and len(links) * len(message.recipients) > MAX_COPY_LINKS:
-        raise _too_many_copies(
-            f"{len(message.recipients)} copies of {len(links)} tracked links make more "
-            f"than {MAX_COPY_LINKS:,} links"
-        )
+    if per_recipient:
+        _check_rewritten(rewritten, len(links), len(message.recipients))
     if per_recipient and (tracking.opens or tracking.links):
         copies = [
             _copy_of(
@@ -136,6 +133,13 @@ def register_message(
         ]
     session.flush()
     return Registered(message, rewritten, pixel, copies)
+
+
+# A token where a tracking URL has it: one pass over the message, whatever the number
+# of links (an alternation of a thousand tokens would try each at every character).
+_TRACKED_TOKEN = re.compile(
+    f"({re.escape(PIXEL_PREFIX)}|{re.escape(LINK_PREFIX)})([0-9a-z]{{{TOKEN_LENGTH}}})"
+)
 
 
 def _check_copies(data: dict[str, Any], recipients: int) -> None:
@@ -149,6 +153,24 @@ def _check_copies(data: dict[str, Any], recipients: int) -> None:
     if size * recipients > MAX_COPY_CHARS:
         raise _too_many_copies(
             f"{recipients} copies of {size:,} characters make more than "
+            f"{MAX_COPY_CHARS:,} characters"
+        )
+
+
+def _check_rewritten(rewritten: Rewritten, links: int, recipients: int) -> None:
+    """A 422 before the copies are made when they would add up to too much.
+
+    Measured on the rewritten message, which tracked URLs can make longer than sent.
+    """
+    if links * recipients > MAX_COPY_LINKS:
+        raise _too_many_copies(
+            f"{recipients} copies of {links} tracked links make more than "
+            f"{MAX_COPY_LINKS:,} links"
+        )
+    size = len(rewritten.html or "") + len(rewritten.text or "")
+    if size * recipients > MAX_COPY_CHARS:
+        raise _too_many_copies(
+            f"{recipients} copies of {size:,} characters once tracked make more than "
             f"{MAX_COPY_CHARS:,} characters"
         )
 
@@ -196,10 +218,13 @@ def _copy_of(
         swaps[link.token] = own.token
     if not swaps:
         return Copy(recipient, shared, None)
-    pattern = re.compile("|".join(map(re.escape, swaps)))
+
+    def swap(match: re.Match[str]) -> str:
+        prefix, token = match.groups()
+        return prefix + swaps.get(token, token)
 
     def swapped(value: str | None) -> str | None:
-        return None if value is None else pattern.sub(lambda m: swaps[m[0]], value)
+        return None if value is None else _TRACKED_TOKEN.sub(swap, value)
 
     return Copy(
         recipient,

@@ -169,6 +169,11 @@ class Message(Base):
     open_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The same for opens from another network than the first reader's (forwards).
     forward_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # How many recipients were erased from it (their addresses are gone): its own
+    # pixel and links may be theirs, so they are no longer tracked.
+    erased_count: Mapped[int] = mapped_column(
+        Integer, default=0, server_default=text("0")
+    )
 
     user: Mapped[User] = relationship()
     # The links of the message as registered; each copy has links of its own.

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select, update
 
 from app.db import Database
 from app.followups.models import FollowUpRule
 from app.followups.preview import preview
-from app.messages import MAX_COPIES, MAX_COPY_CHARS, MAX_COPY_LINKS
-from app.models import Link, Message, MessageCopy, User
-from tests.conftest import Account
+from app.messages import MAX_COPIES, MAX_COPY_CHARS, MAX_COPY_LINKS, hold_messages
+from app.models import Event, Link, Message, MessageCopy, User
+from tests.conftest import Account, locks_waited_for
 from tests.test_followups import actions, add_rule, db_of, firings
 from tests.test_tracking import events, hit
 from workers import followups
@@ -339,3 +341,147 @@ def test_the_rule_preview_shows_each_recipient(
         looked_at, rows = preview(session, user, rule)
     assert looked_at == 1
     assert sorted(row.recipient for row in rows) == [ANN, BOB]
+
+
+def test_an_erase_from_a_shared_message_waits_for_hits_being_stored(
+    make_account: Callable[..., Account], database: Database
+) -> None:
+    admin = make_account("admin@seller.test", admin=True)
+    created = _send(admin)
+    with database.session_factory() as session:
+        message = session.scalars(select(Message)).one()
+        message_id, user_id = message.id, message.user_id
+    batch = database.session_factory()
+    assert hold_messages(batch, [message_id]) == {message_id}  # a batch has begun
+    answers: list[Any] = []
+    erase = threading.Thread(
+        target=lambda: answers.append(
+            admin.post("/api/v1/privacy/erase", json={"address": BOB})
+        )
+    )
+    erase.start()
+    assert locks_waited_for(database) == 1
+    assert erase.is_alive()  # the erase waits for the batch to commit
+    batch.add(_bobs_open(message_id))
+    batch.commit()
+    batch.close()
+    erase.join(timeout=10)
+
+    assert answers[0].status_code == 200
+    assert answers[0].get_json()["events_deleted"] == 1
+    assert events(admin, created["id"]) == []
+    assert user_id
+
+
+def _bobs_open(message_id: int) -> Event:
+    return Event(
+        hit_id=f"held-{message_id}",
+        message_id=message_id,
+        type="open",
+        occurred_at=datetime.now(UTC),
+        classification="human",
+        counted=True,
+        reasons=[],
+        recipient=BOB,
+        device_type="desktop",
+    )
+
+
+@pytest.mark.parametrize("erased", ["ÜLLA@example.com", "ΣΑΣ@example.com"])
+def test_an_erase_finds_addresses_the_database_lower_cases_otherwise(
+    make_account: Callable[..., Account],
+    database: Database,
+    run_jobs: Callable[[], None],
+    erased: str,
+) -> None:
+    admin = make_account("admin@seller.test", admin=True)
+    created = _send(admin, to=[ANN, erased], cc=[])
+    theirs = created["copies"][1]
+    hit(admin.client, theirs["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+    assert [e["recipient"] for e in events(admin, created["id"])] == [erased]
+
+    answer = admin.post("/api/v1/privacy/erase", json={"address": erased.lower()})
+    assert answer.get_json()["events_deleted"] == 1
+    hit(admin.client, theirs["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+    assert events(admin, created["id"]) == []
+    detail = admin.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert [r["recipient"] for r in detail["by_recipient"]] == [ANN]
+
+
+def test_after_an_erase_the_messages_own_pixel_is_no_longer_tracked(
+    make_account: Callable[..., Account], run_jobs: Callable[[], None]
+) -> None:
+    admin = make_account("admin@seller.test", admin=True)
+    shared = admin.send(to=[ANN, BOB], html=HTML)  # no copies
+    copied = _send(admin)
+    assert admin.post("/api/v1/privacy/erase", json={"address": BOB}).status_code == 200
+    # Bob still has the email: its own pixel may be him. Ann's copy is hers alone.
+    hit(admin.client, shared["pixel_url"], environ_base={"REMOTE_ADDR": MILTON})
+    hit(admin.client, copied["pixel_url"], environ_base={"REMOTE_ADDR": MILTON})
+    hit(admin.client, copied["copies"][0]["pixel_url"])
+    run_jobs()
+
+    assert events(admin, shared["id"]) == []
+    assert [e["recipient"] for e in events(admin, copied["id"])] == [ANN]
+
+
+def test_with_one_recipient_the_messages_own_copy_is_nobody_in_particular(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = _send(account, cc=[])
+    [ann] = created["copies"]
+    # The sender reads the Sent folder from home, then Ann clicks in her copy.
+    hit(account.client, created["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+    hit(account.client, ann["links"][1]["tracked_url"])
+    run_jobs()
+
+    got = [
+        (e["type"], e["recipient"], e["implied"], e["possible_forward"])
+        for e in events(account, created["id"])
+    ]
+    assert got == [
+        ("open", None, False, False),
+        ("open", ANN, True, False),
+        ("click", ANN, False, False),
+    ]
+    detail = account.get(f"/api/v1/messages/{created['id']}").get_json()
+    assert [(r["opens"], r["clicks"]) for r in detail["by_recipient"]] == [(1, 1)]
+
+
+def test_copies_of_a_thousand_links_each_hold_their_own_tokens(
+    account: Account,
+) -> None:
+    many = "".join(f'<a href="https://example.com/{n}">{n}</a>' for n in range(1000))
+    body = many + "<p>" + "x" * 1_500_000 + "</p>"
+    created = _send(
+        account, to=[ANN, BOB, "carl@prospect.test"], cc=[], html=body, text="Hi"
+    )
+    assert len(created["copies"]) == 3
+    theirs = {_tokens(link["tracked_url"]) for link in created["links"]}
+    for copy in created["copies"]:
+        mine = [_tokens(link["tracked_url"]) for link in copy["links"]]
+        assert len(set(mine)) == 1000
+        found = re.findall(r"/c/([0-9a-z]{22})", copy["html"])
+        assert sorted(found) == sorted(mine)
+        assert not theirs & set(found)
+
+
+def test_copies_are_measured_once_tracked(account: Account) -> None:
+    # Short links made long by tracking: the input fits, the copies would not.
+    body = '<base href="https://a.b/">' + "<a href=x>" * 60_000
+    response = account.post(
+        "/api/v1/messages",
+        json={
+            "subject": "Hi",
+            "to": [f"p{i}@prospect.test" for i in range(8)],
+            "html": body,
+            "per_recipient": True,
+            "track_links": True,
+        },
+    )
+    assert response.status_code == 422
+    [message] = response.get_json()["fields"]["per_recipient"]
+    assert "once tracked" in message

@@ -29,6 +29,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import sqlite
@@ -47,7 +48,7 @@ from app.models import (
     as_utc,
     utcnow,
 )
-from app.privacy.rules import untracked_message_ids
+from app.privacy.rules import untracked_ids
 from app.tracking.spool import decode
 from workers.context import WorkerContext, current
 from workers.enrich import Device, Location, Network, canonical_address
@@ -107,6 +108,11 @@ class _Target:
             # message had gone to them alone.
             self.recipient: str | None = copy.recipient[:_RECIPIENT_LIMIT]
             count = 1
+        elif has_copies:
+            # The message's own copy beside the recipients' (the sender's Sent
+            # folder, or whoever else had it): nobody in particular.
+            self.recipient = None
+            count = len(message.recipients) + 1
         else:
             self.recipient = _shared_recipient(message)
             count = len(message.recipients)
@@ -121,7 +127,7 @@ class _Target:
 
 # A message and the recipient its events name (None: "somebody"). A message without
 # copies names one recipient in all its events (or none); one with copies has a
-# unit per recipient, and its own copy's (the Sent folder's) besides.
+# unit per recipient, and its own copy's (the Sent folder's, "somebody") besides.
 _Unit = tuple[int, str | None]
 
 
@@ -301,19 +307,25 @@ def _ingest(hits: list[dict[str, Any]]) -> int:
 
 
 def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Target]:
-    """Map each hit's token to its message (and link), skipping unknown tokens.
+    """Map each hit's token to its message (and link, and copy), skipping unknown
+    tokens and those no longer tracked.
 
-    The messages are held against deletion until the batch commits: one lock a
-    message, where a foreign key would check every event stored.
+    The messages are held against deletion and erasure until the batch commits (one
+    lock a message, where a foreign key would check every event stored), and read
+    once held: an erase that came first is seen whole.
     """
     open_tokens = {h["token"] for h in hits if h.get("kind") == "open"}
     link_tokens = {h["token"] for h in hits if h.get("kind") == "click"}
+    held = hold_messages(session, _message_ids(session, open_tokens, link_tokens))
+    if not held:
+        return {}
     targets: dict[str, _Target] = {}
+    ids = Message.id.in_(held)
     if open_tokens:
         query = (
             select(Message, Organization, _HAS_COPIES)
             .join(Organization, Organization.id == Message.org_id)
-            .where(Message.token.in_(open_tokens), Message.track_opens.is_(True))
+            .where(ids, Message.token.in_(open_tokens), Message.track_opens.is_(True))
         )
         for message, org, has_copies in session.execute(query):
             targets[message.token] = _Target(message, org, None, None, has_copies)
@@ -324,7 +336,9 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
                 .join(Organization, Organization.id == Message.org_id)
                 .join(MessageCopy, MessageCopy.message_id == Message.id)
                 .where(
-                    MessageCopy.token.in_(copy_tokens), Message.track_opens.is_(True)
+                    ids,
+                    MessageCopy.token.in_(copy_tokens),
+                    Message.track_opens.is_(True),
                 )
             )
             for message, org, copy in session.execute(copies):
@@ -335,14 +349,48 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
             .join(Organization, Organization.id == Message.org_id)
             .join(Link, Link.message_id == Message.id)
             .outerjoin(MessageCopy, MessageCopy.id == Link.copy_id)
-            .where(Link.token.in_(link_tokens))
+            .where(ids, Link.token.in_(link_tokens))
         )
         for message, org, link, copy, has_copies in session.execute(clicks):
             targets[link.token] = _Target(message, org, link, copy, has_copies)
-    kept = hold_messages(session, {t.message_id for t in targets.values()})
-    # A recipient put on the do-not-track list after sending is not tracked either.
-    kept -= untracked_message_ids(session, [t.message for t in targets.values()])
-    return {k: t for k, t in targets.items() if t.message_id in kept}
+    untracked = _untracked(session, targets)
+    return {k: t for k, t in targets.items() if k not in untracked}
+
+
+def _message_ids(
+    session: Session, open_tokens: set[str], link_tokens: set[str]
+) -> set[int]:
+    """The messages the tokens belong to, as one indexed query."""
+    parts = []
+    if open_tokens:
+        parts.append(select(Message.id).where(Message.token.in_(open_tokens)))
+        parts.append(
+            select(MessageCopy.message_id).where(MessageCopy.token.in_(open_tokens))
+        )
+    if link_tokens:
+        parts.append(select(Link.message_id).where(Link.token.in_(link_tokens)))
+    if not parts:
+        return set()
+    return set(session.scalars(union_all(*parts)))
+
+
+def _untracked(session: Session, targets: dict[str, _Target]) -> set[str]:
+    """Tokens whose hits are no longer tracked.
+
+    A recipient put on the do-not-track list after sending is not tracked either: on
+    their own copy, or on the message's own pixel and links, which may be theirs. Nor
+    is the message's own pixel once a recipient has been erased from it.
+    """
+    gone = {k for k, t in targets.items() if t.copy is None and t.message.erased_count}
+    wanted = {
+        token: (
+            target.message.org_id,
+            [target.copy.recipient] if target.copy else target.message.recipients,
+        )
+        for token, target in targets.items()
+        if token not in gone
+    }
+    return gone | untracked_ids(session, wanted)
 
 
 def _history(
@@ -369,6 +417,7 @@ def _history(
     # are summed up by their first and last time, which answers exactly whenever the
     # stored clicks are older than the hits (the usual order of arrival).
     messages = {t.message_id: t.message for t in targets.values()}
+    copied = {t.message_id for t in targets.values() if t.has_copies}
     times = [float(hit.get("at", 0)) for hit in hits]
     start = datetime.fromtimestamp(min(times), UTC) - BURST_WINDOW
     end = datetime.fromtimestamp(max(times), UTC)
@@ -378,6 +427,8 @@ def _history(
             continue
         if row.copy_id is not None:
             unit = (row.message_id, row.copy_recipient[:_RECIPIENT_LIMIT])
+        elif row.message_id in copied:
+            unit = (row.message_id, None)
         else:
             unit = (row.message_id, _shared_recipient(messages[row.message_id]))
         if unit not in history:

@@ -97,9 +97,11 @@ class MessageCreateSchema(Schema):
             )
 
     @post_load
-    def _lower_case_duplicates(
+    def _drop_repeated_addresses(
         self, data: dict[str, Any], **_kwargs: Any
     ) -> dict[str, Any]:
+        # Spelled the same twice in a list: once. Other spellings are kept as sent;
+        # Message.recipients compares without letter case.
         for key in ("to", "cc", "bcc"):
             data[key] = list(dict.fromkeys(data[key]))
         return data

@@ -249,16 +249,37 @@ def export_person(
 def _leave_shared(
     session: Session, messages: list[Message], address: str
 ) -> dict[str, int]:
-    """Take the address out of messages that others received too."""
+    """Take the address out of messages that others received too.
+
+    The messages are locked first, as deleting does: a batch of hits being stored
+    holds them until it commits, so its events are there to erase, and a later batch
+    reads them with the address gone. Addresses are compared as Python lower-cases
+    them, not the database (SQLite lower-cases ASCII only).
+    """
     if not messages:
         return {"events": 0, "cleared": 0}
-    ids = [m.id for m in messages]
+    ids = sorted(m.id for m in messages)
+    session.execute(
+        select(Message)
+        .where(Message.id.in_(ids))
+        .order_by(Message.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
     for message in messages:
         for field in ("to", "cc", "bcc"):
-            kept = [a for a in getattr(message, field) if a.strip().lower() != address]
+            kept = [a for a in getattr(message, field) if normalise(a) != address]
             setattr(message, field, kept)
+        # Its own pixel and links may be the erased person's: no longer tracked.
+        message.erased_count = (message.erased_count or 0) + 1
+    named = session.scalars(
+        select(Event.recipient)
+        .where(Event.message_id.in_(ids), Event.recipient.is_not(None))
+        .distinct()
+    )
+    spellings = [r for r in named if r is not None and normalise(r) == address]
     attributed = select(Event.id).where(
-        Event.message_id.in_(ids), func.lower(Event.recipient) == address
+        Event.message_id.in_(ids), Event.recipient.in_(spellings)
     )
     delete_notifications_of(session, attributed)
     events = session.execute(delete(Event).where(Event.id.in_(attributed)))
@@ -273,14 +294,13 @@ def _leave_shared(
         )
     )
     # The person's own copy goes with its links: they answer as unknown from now on.
-    copies = list(
-        session.scalars(
-            select(MessageCopy.id).where(
-                MessageCopy.message_id.in_(ids),
-                func.lower(MessageCopy.recipient) == address,
-            )
+    copies = [
+        copy.id
+        for copy in session.scalars(
+            select(MessageCopy).where(MessageCopy.message_id.in_(ids))
         )
-    )
+        if normalise(copy.recipient) == address
+    ]
     if copies:
         session.execute(delete(Link).where(Link.copy_id.in_(copies)))
         session.execute(delete(MessageCopy).where(MessageCopy.id.in_(copies)))

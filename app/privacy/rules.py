@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import idna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import DoNotTrack, Message, Organization
+from app.models import DoNotTrack, Organization
 
 # Country-code top-level domains of the EEA (the 27 EU countries, Iceland,
 # Liechtenstein, Norway), of the EU's outermost regions and the Åland Islands, the
@@ -170,24 +171,30 @@ def decide(
     return TrackingDecision(True, True, None)
 
 
-def untracked_message_ids(session: Session, messages: Iterable[Message]) -> set[int]:
-    """Messages with a recipient put on the do-not-track list after they were sent."""
-    messages = list(messages)
+K = TypeVar("K", bound=Hashable)
+
+
+def untracked_ids(
+    session: Session, wanted: Mapping[K, tuple[int, Sequence[str]]]
+) -> set[K]:
+    """Which of the given (organisation, recipients) have a recipient on that
+    organisation's do-not-track list: a message or a copy put on it after sending."""
     keys_of = {
-        m.id: {key for r in m.recipients for key in lookup_keys(r)} for m in messages
+        key: {k for address in addresses for k in lookup_keys(address)}
+        for key, (_, addresses) in wanted.items()
     }
-    org_of = {m.id: m.org_id for m in messages}
     keys = set().union(*keys_of.values()) if keys_of else set()
     if not keys:
         return set()
+    orgs = {org_id for org_id, _ in wanted.values()}
     rows = session.execute(
         select(DoNotTrack.org_id, DoNotTrack.value).where(
-            DoNotTrack.org_id.in_(set(org_of.values())), DoNotTrack.value.in_(keys)
+            DoNotTrack.org_id.in_(orgs), DoNotTrack.value.in_(keys)
         )
     )
     entries = {(org_id, value) for org_id, value in rows}
     return {
-        message_id
-        for message_id, message_keys in keys_of.items()
-        if any((org_of[message_id], key) in entries for key in message_keys)
+        key
+        for key, its_keys in keys_of.items()
+        if any((wanted[key][0], k) in entries for k in its_keys)
     }
