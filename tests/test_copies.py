@@ -485,3 +485,18 @@ def test_copies_are_measured_once_tracked(account: Account) -> None:
     assert response.status_code == 422
     [message] = response.get_json()["fields"]["per_recipient"]
     assert "once tracked" in message
+
+
+def test_a_recipient_listed_after_sending_is_not_tracked_on_their_copy_alone(
+    account: Account, run_jobs: Callable[[], None]
+) -> None:
+    created = _send(account)
+    ann, bob = created["copies"]
+    listed = account.post("/api/v1/privacy/do-not-track", json={"value": BOB})
+    assert listed.status_code == 201
+    hit(account.client, bob["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    hit(account.client, created["pixel_url"], environ_base={"REMOTE_ADDR": MILTON})
+    hit(account.client, ann["pixel_url"])
+    run_jobs()
+
+    assert [e["recipient"] for e in events(account, created["id"])] == [ANN]
