@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,10 +14,11 @@ from sqlalchemy import func, select, update
 from app.db import Database
 from app.followups.models import FollowUpRule
 from app.followups.preview import preview
-from app.messages import MAX_COPIES, MAX_COPY_CHARS, MAX_COPY_LINKS, hold_messages
+from app.messages import MAX_COPIES, MAX_COPY_CHARS, MAX_COPY_LINKS
 from app.models import Event, Link, Message, MessageCopy, User
-from tests.conftest import Account, locks_waited_for
+from tests.conftest import Account
 from tests.test_followups import actions, add_rule, db_of, firings
+from tests.test_privacy_person import erase_beside_a_batch
 from tests.test_tracking import events, hit
 from workers import followups
 
@@ -349,28 +349,18 @@ def test_an_erase_from_a_shared_message_waits_for_hits_being_stored(
     admin = make_account("admin@seller.test", admin=True)
     created = _send(admin)
     with database.session_factory() as session:
-        message = session.scalars(select(Message)).one()
-        message_id, user_id = message.id, message.user_id
-    batch = database.session_factory()
-    assert hold_messages(batch, [message_id]) == {message_id}  # a batch has begun
-    answers: list[Any] = []
-    erase = threading.Thread(
-        target=lambda: answers.append(
-            admin.post("/api/v1/privacy/erase", json={"address": BOB})
-        )
+        message_id = session.scalars(select(Message.id)).one()
+    answer = erase_beside_a_batch(
+        admin,
+        database,
+        message_id,
+        BOB,
+        lambda batch: batch.add(_bobs_open(message_id)),
     )
-    erase.start()
-    assert locks_waited_for(database) == 1
-    assert erase.is_alive()  # the erase waits for the batch to commit
-    batch.add(_bobs_open(message_id))
-    batch.commit()
-    batch.close()
-    erase.join(timeout=10)
 
-    assert answers[0].status_code == 200
-    assert answers[0].get_json()["events_deleted"] == 1
+    assert answer.status_code == 200
+    assert answer.get_json()["events_deleted"] == 1
     assert events(admin, created["id"]) == []
-    assert user_id
 
 
 def _bobs_open(message_id: int) -> Event:

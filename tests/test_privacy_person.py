@@ -325,6 +325,34 @@ def _store_an_event(session: Session, message_id: int, user_id: int) -> None:
     )
 
 
+def erase_beside_a_batch(
+    admin: Account,
+    database: Database,
+    message_id: int,
+    address: str,
+    store: Callable[[Session], None],
+) -> Any:
+    """Erase an address while a batch of hits holds its message; the erase must wait
+    for the batch, which then stores what ``store`` writes and commits. Returns the
+    erase's answer."""
+    batch = database.session_factory()
+    assert hold_messages(batch, [message_id]) == {message_id}  # a batch has begun
+    answers: list[Any] = []
+    erase = threading.Thread(
+        target=lambda: answers.append(
+            admin.post("/api/v1/privacy/erase", json={"address": address})
+        )
+    )
+    erase.start()
+    assert locks_waited_for(database) == 1
+    assert erase.is_alive()  # the erase waits for the batch to commit
+    store(batch)
+    batch.commit()
+    batch.close()
+    erase.join(timeout=10)
+    return answers[0]
+
+
 def test_an_erase_waits_for_hits_being_stored_and_deletes_them_too(
     admin: Account, database: Database
 ) -> None:
@@ -332,24 +360,16 @@ def test_an_erase_waits_for_hits_being_stored_and_deletes_them_too(
     with database.session_factory() as session:
         message = session.scalars(select(Message)).one()
         message_id, user_id = message.id, message.user_id
-    batch = database.session_factory()
-    assert hold_messages(batch, [message_id]) == {message_id}  # a batch has begun
-    answers: list[Any] = []
-    erase = threading.Thread(
-        target=lambda: answers.append(
-            admin.post("/api/v1/privacy/erase", json={"address": ANN})
-        )
+    answer = erase_beside_a_batch(
+        admin,
+        database,
+        message_id,
+        ANN,
+        lambda batch: _store_an_event(batch, message_id, user_id),
     )
-    erase.start()
-    assert locks_waited_for(database) == 1
-    assert erase.is_alive()  # the erase waits for the batch to commit
-    _store_an_event(batch, message_id, user_id)
-    batch.commit()
-    batch.close()
-    erase.join(timeout=10)
 
-    assert answers[0].status_code == 200
-    assert answers[0].get_json()["events_deleted"] == 1
+    assert answer.status_code == 200
+    assert answer.get_json()["events_deleted"] == 1
     assert tables_holding(database, ANN) == ["do_not_track"]
     assert admin.get(f"/api/v1/messages/{sent['id']}").status_code == 404
 

@@ -25,14 +25,14 @@ from typing import Any
 
 from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from app.followups.models import FollowUpAction, FollowUpFiring, FollowUpRule
 from app.followups.schedule import Schedule
 from app.followups.tasks import FollowUpTask
 from app.followups.triggers import (
-    CountedEvent,
     Signal,
+    counted_events_by_recipient,
     event_signal,
     lookback_for,
     no_open_signal,
@@ -132,35 +132,13 @@ def _evaluate_message(session: Session, message_id: int, now: datetime) -> list[
         return []
     schedule = schedule_for(message.user)
     fired: list[int] = []
-    for recipient, events in _counted_events_by_recipient(session, message):
+    for recipient, events in counted_events_by_recipient(session, message):
         for rule in rules:
             signal = event_signal(rule.trigger, events, schedule)
             if signal is None or (signal.received_at or now) < rule.armed_at:
                 continue
             fired.extend(fire(session, rule, message, signal, schedule, now, recipient))
     return fired
-
-
-def _counted_events_by_recipient(
-    session: Session, message: Message
-) -> list[tuple[str, list[CountedEvent]]]:
-    """Whose counted events a rule weighs: each recipient's own copy's, or the
-    message's as a whole (attributed to its one recipient, or to nobody: '')."""
-    events = session.scalars(
-        select(Event)
-        .where(Event.message_id == message.id, Event.counted.is_(True))
-        .options(selectinload(Event.link))
-    ).all()
-    if not message.copies:
-        return [(recipient_of(message.recipients), _counted(events))]
-    mine: dict[str, list[Event]] = defaultdict(list)
-    for event in events:
-        if event.recipient is not None:
-            mine[event.recipient.lower()].append(event)
-    return [
-        (copy.recipient.lower(), _counted(mine[copy.recipient.lower()]))
-        for copy in message.copies
-    ]
 
 
 def _rules_for(session: Session, message: Message) -> Sequence[FollowUpRule]:
@@ -173,19 +151,6 @@ def _rules_for(session: Session, message: Message) -> Sequence[FollowUpRule]:
             | (FollowUpRule.user_id == message.user_id),
         )
     ).all()
-
-
-def _counted(events: Iterable[Event]) -> list[CountedEvent]:
-    return [
-        CountedEvent(
-            id=e.id,
-            type=e.type,
-            occurred_at=e.occurred_at,
-            received_at=e.received_at,
-            url=e.link.url if e.link else None,
-        )
-        for e in events
-    ]
 
 
 def fire(

@@ -11,18 +11,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from app.followups.schedule import Schedule
 from app.followups.triggers import (
     CountedEvent,
     Signal,
+    counted_events_by_recipient,
     event_signal,
     no_open_signal,
     plan_actions,
-    recipient_of,
 )
-from app.models import Event, Message, User
+from app.models import Message, User
 
 PREVIEW_DAYS = 30
 PREVIEW_LIMIT = 500
@@ -55,39 +55,11 @@ def preview(
     ).all()
     rows = []
     for message in messages:
-        for recipient, events in _events_by_recipient(session, message):
+        for recipient, events in counted_events_by_recipient(session, message):
             signal = _signal(rule["trigger"], message, events, now, schedule)
             if signal is not None:
                 rows.append(_row(rule, message, recipient, signal, schedule))
     return len(messages), rows
-
-
-def _events_by_recipient(
-    session: Session, message: Message
-) -> list[tuple[str, list[CountedEvent]]]:
-    """The counted events a rule weighs, per recipient's copy or for the message."""
-    events = session.scalars(
-        select(Event)
-        .where(Event.message_id == message.id, Event.counted.is_(True))
-        .options(selectinload(Event.link))
-    ).all()
-
-    def counted(recipient: str | None) -> list[CountedEvent]:
-        return [
-            CountedEvent(
-                e.id,
-                e.type,
-                e.occurred_at,
-                e.received_at,
-                e.link.url if e.link else None,
-            )
-            for e in events
-            if recipient is None or (e.recipient or "").lower() == recipient.lower()
-        ]
-
-    if not message.copies:
-        return [(recipient_of(message.recipients), counted(None))]
-    return [(copy.recipient, counted(copy.recipient)) for copy in message.copies]
 
 
 def _signal(

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
 from app.followups.rules import describe_trigger, render
 from app.followups.schedule import (
     Schedule,
@@ -17,6 +20,7 @@ from app.followups.schedule import (
     local_date,
     working_morning,
 )
+from app.models import Event, Message
 
 
 @dataclass(frozen=True)
@@ -173,3 +177,36 @@ def lookback_for(trigger: dict[str, Any]) -> timedelta:
     # Each business day spans at most three calendar days around a week end; the
     # margin covers a long holiday-free stretch of non-working days.
     return timedelta(days=int(trigger.get("days") or 1) * 3 + 10)
+
+
+def counted_events_by_recipient(
+    session: Session, message: Message
+) -> list[tuple[str, list[CountedEvent]]]:
+    """Whose counted events a rule weighs, and who a firing is for: each recipient's
+    own copy's (``per_recipient``), or the message's as a whole, attributed to its one
+    recipient or to nobody ('')."""
+    events = session.scalars(
+        select(Event)
+        .where(Event.message_id == message.id, Event.counted.is_(True))
+        .options(selectinload(Event.link))
+    ).all()
+
+    def counted(recipient: str | None) -> list[CountedEvent]:
+        return [
+            CountedEvent(
+                e.id,
+                e.type,
+                e.occurred_at,
+                e.received_at,
+                e.link.url if e.link else None,
+            )
+            for e in events
+            if recipient is None or (e.recipient or "").lower() == recipient
+        ]
+
+    if not message.copies:
+        return [(recipient_of(message.recipients), counted(None))]
+    return [
+        (copy.recipient.lower(), counted(copy.recipient.lower()))
+        for copy in message.copies
+    ]
