@@ -298,7 +298,9 @@ def test_erasing_from_the_command_line_keeps_them_untracked_everywhere(
         assert account.send(html=HTML, to=[ANN])["tracking"]["opens"] is False
 
 
-def _store_an_event(session: Session, message_id: int, user_id: int) -> None:
+def store_an_event(
+    session: Session, message_id: int, user_id: int, recipient: str = ANN
+) -> None:
     """What a batch of hits writes for one counted open: an event, a notification."""
     event = Event(
         hit_id="held-batch",
@@ -308,7 +310,7 @@ def _store_an_event(session: Session, message_id: int, user_id: int) -> None:
         classification="human",
         counted=True,
         reasons=[],
-        recipient=ANN,
+        recipient=recipient,
         ip="89.160.20.112",
         device_type="desktop",
     )
@@ -319,22 +321,19 @@ def _store_an_event(session: Session, message_id: int, user_id: int) -> None:
             user_id=user_id,
             message_id=message_id,
             event_id=event.id,
-            title=f"{ANN} opened",
+            title=f"{recipient} opened",
             body="in Linköping",
         )
     )
 
 
-def erase_beside_a_batch(
-    admin: Account,
-    database: Database,
-    message_id: int,
-    address: str,
-    store: Callable[[Session], None],
-) -> Any:
-    """Erase an address while a batch of hits holds its message; the erase must wait
-    for the batch, which then stores what ``store`` writes and commits. Returns the
-    erase's answer."""
+def erase_beside_a_batch(admin: Account, database: Database, address: str) -> Any:
+    """Erase an address while a batch of hits holds the only message; the erase must
+    wait for the batch, which then stores an open of the address and commits. Returns
+    the erase's answer."""
+    with database.session_factory() as session:
+        message = session.scalars(select(Message)).one()
+        message_id, user_id = message.id, message.user_id
     batch = database.session_factory()
     assert hold_messages(batch, [message_id]) == {message_id}  # a batch has begun
     answers: list[Any] = []
@@ -346,7 +345,7 @@ def erase_beside_a_batch(
     erase.start()
     assert locks_waited_for(database) == 1
     assert erase.is_alive()  # the erase waits for the batch to commit
-    store(batch)
+    store_an_event(batch, message_id, user_id, address)
     batch.commit()
     batch.close()
     erase.join(timeout=10)
@@ -357,16 +356,7 @@ def test_an_erase_waits_for_hits_being_stored_and_deletes_them_too(
     admin: Account, database: Database
 ) -> None:
     sent = admin.send(html=HTML, to=[ANN])
-    with database.session_factory() as session:
-        message = session.scalars(select(Message)).one()
-        message_id, user_id = message.id, message.user_id
-    answer = erase_beside_a_batch(
-        admin,
-        database,
-        message_id,
-        ANN,
-        lambda batch: _store_an_event(batch, message_id, user_id),
-    )
+    answer = erase_beside_a_batch(admin, database, ANN)
 
     assert answer.status_code == 200
     assert answer.get_json()["events_deleted"] == 1
