@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,10 +35,10 @@ MAX_LINKS = 1000
 # Each copy is one more set of links to store and one more body in the answer:
 # one-to-one sales mail goes to a few people.
 MAX_COPIES = 50
-# What the copies of one message may add up to, in tracked links and in characters of
-# HTML and text: the answer holds every copy's body.
+# What the copies of one message may add up to, in tracked links and in bytes of the
+# answer's JSON, which holds every copy's body (escaped: "\u00fc" for "ü").
 MAX_COPY_LINKS = 5000
-MAX_COPY_CHARS = 16 * 1024 * 1024
+MAX_COPY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,17 @@ def _check_copies(data: dict[str, Any], recipients: int) -> None:
             f"one copy per recipient is for at most {MAX_COPIES} recipients, and "
             f"this message has {recipients}"
         )
-    size = len(data.get("html") or "") + len(data.get("text") or "")
-    if size * recipients > MAX_COPY_CHARS:
+    size = _json_size(data.get("html"), data.get("text"))
+    if size * recipients > MAX_COPY_BYTES:
         raise _too_many_copies(
-            f"{recipients} copies of {size:,} characters make more than "
-            f"{MAX_COPY_CHARS:,} characters"
+            f"{recipients} copies of {size:,} bytes make more than "
+            f"{MAX_COPY_BYTES:,} bytes"
         )
+
+
+def _json_size(*values: str | None) -> int:
+    """How many bytes the values take in the API's JSON answer."""
+    return sum(len(json.dumps(value)) for value in values if value is not None)
 
 
 def _check_rewritten(rewritten: Rewritten, links: int, recipients: int) -> None:
@@ -167,11 +173,11 @@ def _check_rewritten(rewritten: Rewritten, links: int, recipients: int) -> None:
             f"{recipients} copies of {links} tracked links make more than "
             f"{MAX_COPY_LINKS:,} links"
         )
-    size = len(rewritten.html or "") + len(rewritten.text or "")
-    if size * recipients > MAX_COPY_CHARS:
+    size = _json_size(rewritten.html, rewritten.text)
+    if size * recipients > MAX_COPY_BYTES:
         raise _too_many_copies(
-            f"{recipients} copies of {size:,} characters once tracked make more than "
-            f"{MAX_COPY_CHARS:,} characters"
+            f"{recipients} copies of {size:,} bytes once tracked make more than "
+            f"{MAX_COPY_BYTES:,} bytes"
         )
 
 
@@ -202,7 +208,11 @@ def _copy_of(
     other byte as rewritten.
     """
     copy = MessageCopy(
-        message=message, recipient=recipient, token=new_token(), position=position
+        message=message,
+        recipient=recipient,
+        recipient_key=recipient.lower(),
+        token=new_token(),
+        position=position,
     )
     session.add(copy)
     swaps = {message.token: copy.token} if message.track_opens else {}

@@ -211,6 +211,9 @@ class MessageCopy(Base):
         ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
     recipient: Mapped[str] = mapped_column(String(320))
+    # The recipient as Python lower-cases it, which a database may not (SQLite only
+    # lower-cases ASCII): how follow-up firings and CRM records name the recipient.
+    recipient_key: Mapped[str] = mapped_column(String(400))
     # The copy's pixel token, found beside Message.token when a hit comes in.
     token: Mapped[str] = mapped_column(String(32), unique=True)
     position: Mapped[int] = mapped_column(Integer)

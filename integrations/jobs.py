@@ -471,10 +471,16 @@ def _activity(
     record: CrmRecord,
     count: int,
 ) -> Activity:
-    # With copies, a recipient's activity tells of their own copy's events only.
-    recipient = record.recipient if message.copies else None
-    events = _counted_events(session, message.id, kind, recipient)
-    subject, body = describe(message, kind, events, per_recipient=bool(recipient))
+    # With copies, a recipient's activity tells of their own copy's events only,
+    # which name the recipient as the copy spells it.
+    copy = next(
+        (c for c in message.copies if c.recipient_key == record.recipient), None
+    )
+    spelled = copy.recipient if copy is not None else None
+    events = _counted_events(
+        session, message.id, kind, spelled, mine=bool(message.copies)
+    )
+    subject, body = describe(message, kind, events, per_recipient=bool(message.copies))
     return Activity(
         kind=kind,
         marker=record.marker,
@@ -491,11 +497,18 @@ def _activity(
 
 
 def _counted_events(
-    session: Session, message_id: int, kind: str, recipient: str | None = None
+    session: Session,
+    message_id: int,
+    kind: str,
+    recipient: str | None = None,
+    *,
+    mine: bool = False,
 ) -> list[Event]:
+    """A message's counted events of a kind; with ``mine``, only those that name
+    ``recipient`` (none when it is None: a copy since erased)."""
     if kind == "sent":
         return []
-    mine = () if recipient is None else (func.lower(Event.recipient) == recipient,)
+    named = (Event.recipient == recipient,) if mine else ()
     return list(
         session.scalars(
             select(Event)
@@ -503,7 +516,7 @@ def _counted_events(
                 Event.message_id == message_id,
                 Event.type == kind,
                 Event.counted.is_(True),
-                *mine,
+                *named,
             )
             .order_by(Event.occurred_at, Event.id)
         )

@@ -14,8 +14,8 @@ from sqlalchemy import func, select, update
 from app.db import Database
 from app.followups.models import FollowUpRule
 from app.followups.preview import preview
-from app.messages import MAX_COPIES, MAX_COPY_CHARS, MAX_COPY_LINKS
-from app.models import Link, Message, MessageCopy, User
+from app.messages import MAX_COPIES, MAX_COPY_BYTES, MAX_COPY_LINKS
+from app.models import Link, Message, MessageCopy, Notification, User
 from tests.conftest import Account
 from tests.test_followups import actions, add_rule, db_of, firings
 from tests.test_privacy_person import erase_beside_a_batch
@@ -114,12 +114,12 @@ def test_copies_too_large_or_with_too_many_links_are_a_clear_422(
     account: Account, database: Database
 ) -> None:
     to = [f"p{i}@prospect.test" for i in range(MAX_COPIES)]
-    big = "<p>" + "x" * (MAX_COPY_CHARS // MAX_COPIES) + "</p>"
+    big = "<p>" + "x" * (MAX_COPY_BYTES // MAX_COPIES) + "</p>"
     many = "".join(
         f'<a href="https://example.com/{n}">{n}</a>'
         for n in range(MAX_COPY_LINKS // MAX_COPIES + 1)
     )
-    for html, why in ((big, "characters"), (many, "links")):
+    for html, why in ((big, "bytes"), (many, "links")):
         response = account.post(
             "/api/v1/messages",
             json={"subject": "Hi", "to": to, "html": html, "per_recipient": True},
@@ -468,3 +468,97 @@ def test_a_recipient_listed_after_sending_is_not_tracked_on_their_copy_alone(
     run_jobs()
 
     assert [e["recipient"] for e in events(account, created["id"])] == [ANN]
+
+
+def test_the_answer_is_measured_in_its_escaped_bytes(account: Account) -> None:
+    # 400 KB of emoji as UTF-8, 1.2 MB as the answer's JSON: 15 copies are too many.
+    response = account.post(
+        "/api/v1/messages",
+        json={
+            "subject": "Hi",
+            "to": [f"p{i}@prospect.test" for i in range(15)],
+            "html": "\U0001f600" * 100_000,
+            "per_recipient": True,
+        },
+    )
+    assert response.status_code == 422
+    [message] = response.get_json()["fields"]["per_recipient"]
+    assert "bytes" in message
+
+
+KELVIN = "\u212aATE@example.com"  # the Kelvin sign lower-cases to an ASCII "k"
+SOFIA = "ΣΟΦΙΑΣ@example.com"
+
+
+def test_an_erase_finds_an_address_spelled_with_letters_that_lower_case_to_ascii(
+    make_account: Callable[..., Account], run_jobs: Callable[[], None]
+) -> None:
+    admin = make_account("admin@seller.test", admin=True)
+    created = _send(admin, to=[KELVIN, ANN], cc=[])
+    kate = created["copies"][0]
+    hit(admin.client, kate["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    run_jobs()
+
+    exported = admin.get("/api/v1/privacy/export?address=kate@example.com").get_json()
+    assert len(exported["messages"]) == 1
+    answer = admin.post("/api/v1/privacy/erase", json={"address": "kate@example.com"})
+    assert answer.get_json()["messages_updated"] == 1
+    assert answer.get_json()["events_deleted"] == 1
+    assert events(admin, created["id"]) == []
+
+
+def test_an_erased_recipients_links_still_redirect_and_record_nothing(
+    make_account: Callable[..., Account], run_jobs: Callable[[], None]
+) -> None:
+    admin = make_account("admin@seller.test", admin=True)
+    created = _send(admin)
+    bob = created["copies"][1]
+    assert admin.post("/api/v1/privacy/erase", json={"address": BOB}).status_code == 200
+
+    for link in bob["links"]:
+        response = hit(admin.client, link["tracked_url"])
+        assert response.status_code == 302
+        assert response.headers["Location"] == link["url"]
+    assert hit(admin.client, bob["pixel_url"]).status_code == 200
+    run_jobs()
+    assert events(admin, created["id"]) == []
+    exported = admin.get(f"/api/v1/privacy/export?address={ANN}").get_json()
+    [message] = exported["messages"]
+    assert len(message["links"]) == len(set(message["links"])) == 3
+
+
+def test_an_erase_forgets_the_follow_ups_of_the_person(
+    app: Flask, make_account: Callable[..., Account], run_jobs: Callable[[], None]
+) -> None:
+    admin = make_account("admin@seller.test", admin=True)
+    add_rule(
+        admin,
+        {"type": "first_open"},
+        actions=[{"type": "reminder", "body": "nudge {recipient}"}],
+    )
+    created = _send(admin, to=[SOFIA, ANN], cc=[])
+    sofia, ann = created["copies"]
+    hit(admin.client, sofia["pixel_url"], environ_base={"REMOTE_ADDR": LONDON})
+    hit(admin.client, ann["pixel_url"])
+    run_jobs()
+    assert sorted(f.recipient for f in firings(app)) == sorted([SOFIA.lower(), ANN])
+    with db_of(app).begin() as session:  # Sofia's reminder has been delivered
+        message = session.scalars(select(Message)).one()
+        session.add(
+            Notification(
+                user_id=message.user_id,
+                message_id=message.id,
+                event_id=None,
+                title="Follow up: Hello",
+                body=f"nudge {SOFIA.lower()}",
+            )
+        )
+
+    assert (
+        admin.post("/api/v1/privacy/erase", json={"address": SOFIA}).status_code == 200
+    )
+    assert [f.recipient for f in firings(app)] == [ANN]
+    assert [a.payload["body"] for a in actions(app)] == [f"nudge {ANN}"]
+    with db_of(app).session_factory() as session:
+        bodies = [n.body for n in session.scalars(select(Notification))]
+    assert not any(SOFIA.lower() in (body or "") for body in bodies)

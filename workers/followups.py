@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
-from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy import exists, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -593,10 +593,10 @@ def _check_rule(session: Session, rule: FollowUpRule, now: datetime) -> list[int
     fired_for_copy = exists().where(
         FollowUpFiring.rule_id == rule.id,
         FollowUpFiring.message_id == Message.id,
-        FollowUpFiring.recipient == func.lower(MessageCopy.recipient),
+        FollowUpFiring.recipient == MessageCopy.recipient_key,
     )
     copies = (
-        select(Message, MessageCopy.recipient)
+        select(Message, MessageCopy.recipient_key)
         .join(MessageCopy, MessageCopy.message_id == Message.id)
         .where(*due, ~opened, ~fired_for_copy)
     )
@@ -608,9 +608,8 @@ def _check_rule(session: Session, rule: FollowUpRule, now: datetime) -> list[int
             signal = no_open_signal(rule.trigger, message.sent_at, [], now, schedule)
             if signal is None or signal.at < rule.armed_at:
                 continue
-            mine = recipient.lower() if recipient is not None else None
             new_actions.extend(
-                fire(session, rule, message, signal, schedule, now, mine)
+                fire(session, rule, message, signal, schedule, now, recipient)
             )
     return new_actions
 

@@ -201,12 +201,10 @@ def counted_events_by_recipient(
                 e.link.url if e.link else None,
             )
             for e in events
-            if recipient is None or (e.recipient or "").lower() == recipient
+            if recipient is None or e.recipient == recipient
         ]
 
     if not message.copies:
         return [(recipient_of(message.recipients), counted(None))]
-    return [
-        (copy.recipient.lower(), counted(copy.recipient.lower()))
-        for copy in message.copies
-    ]
+    # A copy's events name its recipient as spelled in the copy.
+    return [(c.recipient_key, counted(c.recipient)) for c in message.copies]

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Text, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.followups.models import FollowUpAction, FollowUpFiring
 from app.messages import delete_messages, delete_notifications_of
 from app.models import (
     CrmConnection,
@@ -95,6 +96,8 @@ def find_messages(
         # The recipient lists are stored as JSON text: narrow down in the database.
         # NOTE: this is a scan of the organisation's messages; fine for requests
         # that come a few times a day, not for a hot path.
+        # A stored spelling with other letters that lower-case to ASCII (the Kelvin
+        # sign to "k") is kept as an escape: such lists are looked at in Python.
         needle = json.dumps(address)
         columns = (Message.to, Message.cc, Message.bcc)
         query = query.where(
@@ -102,7 +105,11 @@ def find_messages(
                 *(
                     func.lower(cast(column, Text)).contains(needle, autoescape=True)
                     for column in columns
-                )
+                ),
+                *(
+                    cast(column, Text).contains("\\u", autoescape=True)
+                    for column in columns
+                ),
             )
         )
     return [m for m in session.scalars(query) if address in _lowered(m.recipients)]
@@ -217,7 +224,7 @@ def _message_export(
         "first_open_at": _plain(message.first_open_at),
         "last_open_at": _plain(message.last_open_at),
         "replied_at": _plain(message.replied_at),
-        "links": [link.url for link in message.links],
+        "links": list(dict.fromkeys(link.url for link in message.links)),
         "events": [_event_export(e, whole=True) for e in mine],
         "events_of_any_recipient": [_event_export(e, whole=False) for e in anyones],
         "notifications": [
@@ -293,7 +300,8 @@ def _leave_shared(
             CrmRecord.message_id.in_(ids), CrmRecord.recipient == address
         )
     )
-    # The person's own copy goes with its links: they answer as unknown from now on.
+    # The person's own copy goes. Its links still redirect, as the message's own:
+    # no longer tracked, since the message now has an erased recipient.
     copies = [
         copy.id
         for copy in session.scalars(
@@ -302,8 +310,11 @@ def _leave_shared(
         if normalise(copy.recipient) == address
     ]
     if copies:
-        session.execute(delete(Link).where(Link.copy_id.in_(copies)))
+        session.execute(
+            update(Link).where(Link.copy_id.in_(copies)).values(copy_id=None)
+        )
         session.execute(delete(MessageCopy).where(MessageCopy.id.in_(copies)))
+    _forget_follow_ups(session, ids, address)
     from workers.ingest import recount_message
 
     for message_id in ids:
@@ -312,6 +323,34 @@ def _leave_shared(
         "events": getattr(events, "rowcount", 0),
         "cleared": getattr(cleared, "rowcount", 0),
     }
+
+
+def _forget_follow_ups(session: Session, ids: list[int], address: str) -> None:
+    """Follow-ups that fired for the person (their own copy's), with what is still
+    to come of them, and the reminders that named them."""
+    firings = [
+        firing.id
+        for firing in session.scalars(
+            select(FollowUpFiring).where(FollowUpFiring.message_id.in_(ids))
+        )
+        if firing.recipient and normalise(firing.recipient) == address
+    ]
+    if firings:
+        session.execute(
+            delete(FollowUpAction).where(FollowUpAction.firing_id.in_(firings))
+        )
+        session.execute(delete(FollowUpFiring).where(FollowUpFiring.id.in_(firings)))
+    reminders = [
+        note.id
+        for note in session.scalars(
+            select(Notification).where(
+                Notification.message_id.in_(ids), Notification.event_id.is_(None)
+            )
+        )
+        if address in f"{note.title or ''} {note.body or ''}".lower()
+    ]
+    if reminders:
+        session.execute(delete(Notification).where(Notification.id.in_(reminders)))
 
 
 def _keep_untracked(
