@@ -30,6 +30,13 @@ from app.tracking.tokens import TOKEN_LENGTH, new_token
 
 # A one-to-one email has a handful of links; thousands mean a mistake or an abuse.
 MAX_LINKS = 1000
+# What the destinations of one message's tracked links may add up to: a long
+# <base href> makes every relative link as long, and each is stored and answered.
+MAX_LINK_CHARS = 1024 * 1024
+
+
+class LinksTooLong(ValueError):
+    """A message's tracked destinations add up to more than MAX_LINK_CHARS."""
 
 
 # Each copy is one more set of links to store and one more body in the answer:
@@ -110,6 +117,8 @@ def register_message(
     links: list[Link] = []
 
     def link_for(destination: str) -> str:
+        if sum(len(link.url) for link in links) + len(destination) > MAX_LINK_CHARS:
+            raise LinksTooLong(destination[:100])
         link = Link(
             message=message, token=new_token(), url=destination, position=len(links)
         )
@@ -150,8 +159,9 @@ def _check_copies(data: dict[str, Any], recipients: int) -> None:
             f"one copy per recipient is for at most {MAX_COPIES} recipients, and "
             f"this message has {recipients}"
         )
+    # The answer holds the message's own copy besides the recipients'.
     size = _json_size(data.get("html"), data.get("text"))
-    if size * recipients > MAX_COPY_BYTES:
+    if size * (recipients + 1) > MAX_COPY_BYTES:
         raise _too_many_copies(
             f"{recipients} copies of {size:,} bytes make more than "
             f"{MAX_COPY_BYTES:,} bytes"
@@ -173,8 +183,11 @@ def _check_rewritten(rewritten: Rewritten, links: int, recipients: int) -> None:
             f"{recipients} copies of {links} tracked links make more than "
             f"{MAX_COPY_LINKS:,} links"
         )
-    size = _json_size(rewritten.html, rewritten.text)
-    if size * recipients > MAX_COPY_BYTES:
+    links_size = sum(
+        _json_size(link.url, link.tracked_url) + 20 for link in rewritten.links
+    )
+    size = _json_size(rewritten.html, rewritten.text) + links_size
+    if size * (recipients + 1) > MAX_COPY_BYTES:
         raise _too_many_copies(
             f"{recipients} copies of {size:,} bytes once tracked make more than "
             f"{MAX_COPY_BYTES:,} bytes"
@@ -266,6 +279,16 @@ def _tracked(
     except TooManyLinks as exc:
         raise ValidationError(
             {"html": [f"Track at most {exc.limit} distinct links in one message."]}
+        ) from exc
+    except LinksTooLong as exc:
+        raise ValidationError(
+            {
+                "html": [
+                    "The tracked links' destinations add up to more than "
+                    f"{MAX_LINK_CHARS:,} characters (a long <base href> lengthens "
+                    "every relative link)."
+                ]
+            }
         ) from exc
 
 

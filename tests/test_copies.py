@@ -562,3 +562,53 @@ def test_an_erase_forgets_the_follow_ups_of_the_person(
     with db_of(app).session_factory() as session:
         bodies = [n.body for n in session.scalars(select(Notification))]
     assert not any(SOFIA.lower() in (body or "") for body in bodies)
+
+
+def test_an_erase_drops_pending_follow_ups_that_name_the_person_and_no_one_elses(
+    app: Flask, make_account: Callable[..., Account], run_jobs: Callable[[], None]
+) -> None:
+    admin = make_account("admin@seller.test", admin=True)
+    nudge = [{"type": "reminder", "body": "nudge {recipient}"}]
+    add_rule(admin, {"type": "first_open"}, actions=nudge)
+    whole = admin.send(to=["kate@example.com", BOB], html=HTML)  # no copies
+    hit(admin.client, whole["pixel_url"])
+    copied = _send(admin, to=["xkate@example.com"], cc=[])
+    hit(admin.client, copied["copies"][0]["pixel_url"])
+    run_jobs()
+    assert len(actions(app)) == 2
+    with db_of(app).begin() as session:  # a delivered reminder for xkate
+        message = session.scalars(select(Message).order_by(Message.id.desc())).first()
+        assert message is not None
+        session.add(
+            Notification(
+                user_id=message.user_id,
+                message_id=message.id,
+                event_id=None,
+                title="Follow up: Hello",
+                body="nudge xkate@example.com",
+            )
+        )
+
+    erased = {"address": "kate@example.com"}
+    assert admin.post("/api/v1/privacy/erase", json=erased).status_code == 200
+    assert [a.payload["body"] for a in actions(app)] == ["nudge xkate@example.com"]
+    with db_of(app).session_factory() as session:
+        bodies = [n.body for n in session.scalars(select(Notification))]
+    assert "nudge xkate@example.com" in bodies
+
+
+def test_long_destinations_are_refused_before_they_are_stored(
+    account: Account, database: Database
+) -> None:
+    base = "https://example.com/" + "a" * 20_000
+    html = f'<base href="{base}">' + "".join(
+        f"<a href='?{n}'>{n}</a>" for n in range(100)
+    )
+    response = account.post(
+        "/api/v1/messages", json={"subject": "Hi", "to": [ANN], "html": html}
+    )
+    assert response.status_code == 422
+    [message] = response.get_json()["fields"]["html"]
+    assert "<base href>" in message
+    with database.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Link)) == 0

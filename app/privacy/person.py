@@ -12,7 +12,8 @@ here; the erase report lists each one so an admin can delete it there.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -326,8 +327,10 @@ def _leave_shared(
 
 
 def _forget_follow_ups(session: Session, ids: list[int], address: str) -> None:
-    """Follow-ups that fired for the person (their own copy's), with what is still
-    to come of them, and the reminders that named them."""
+    """Follow-ups that fired for the person (their own copy's) with what is still to
+    come of them, the reminders and tasks still to come that name them (a firing for
+    everyone a message went to), and the reminders delivered that named them."""
+    names = _naming(address)
     firings = [
         firing.id
         for firing in session.scalars(
@@ -335,9 +338,25 @@ def _forget_follow_ups(session: Session, ids: list[int], address: str) -> None:
         )
         if firing.recipient and normalise(firing.recipient) == address
     ]
-    if firings:
+    pending = [
+        action.id
+        for action in session.scalars(
+            select(FollowUpAction)
+            .join(FollowUpFiring, FollowUpFiring.id == FollowUpAction.firing_id)
+            .where(
+                FollowUpFiring.message_id.in_(ids), FollowUpAction.state == "pending"
+            )
+        )
+        if names(json.dumps(action.payload, ensure_ascii=False))
+    ]
+    if firings or pending:
         session.execute(
-            delete(FollowUpAction).where(FollowUpAction.firing_id.in_(firings))
+            delete(FollowUpAction).where(
+                or_(
+                    FollowUpAction.firing_id.in_(firings),
+                    FollowUpAction.id.in_(pending),
+                )
+            )
         )
         session.execute(delete(FollowUpFiring).where(FollowUpFiring.id.in_(firings)))
     reminders = [
@@ -347,10 +366,17 @@ def _forget_follow_ups(session: Session, ids: list[int], address: str) -> None:
                 Notification.message_id.in_(ids), Notification.event_id.is_(None)
             )
         )
-        if address in f"{note.title or ''} {note.body or ''}".lower()
+        if names(f"{note.title or ''} {note.body or ''}")
     ]
     if reminders:
         session.execute(delete(Notification).where(Notification.id.in_(reminders)))
+
+
+def _naming(address: str) -> Callable[[str], bool]:
+    """Whether a text names the address: whole, in any letter case, not as the end
+    of a longer one (``xkate@example.com`` does not name ``kate@example.com``)."""
+    pattern = re.compile(rf"(?<![\w.+-]){re.escape(address)}(?![\w.-])")
+    return lambda text: pattern.search(text.lower()) is not None
 
 
 def _keep_untracked(
