@@ -554,6 +554,8 @@ def test_an_erase_forgets_the_follow_ups_of_the_person(
             )
         )
 
+    reminded = sorted(a.payload["body"] for a in actions(app))
+    assert reminded == sorted([f"nudge {SOFIA}", f"nudge {ANN}"])  # as sent
     assert (
         admin.post("/api/v1/privacy/erase", json={"address": SOFIA}).status_code == 200
     )

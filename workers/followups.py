@@ -38,6 +38,7 @@ from app.followups.triggers import (
     no_open_signal,
     plan_actions,
     recipient_of,
+    spelled_as_sent,
 )
 from app.messages import hold_messages
 from app.models import (
@@ -184,7 +185,7 @@ def fire(
         return []
     values = {
         "subject": message.subject,
-        "recipient": recipient or ", ".join(message.recipients),
+        "recipient": spelled_as_sent(message, recipient),
         "signal": signal.text,
     }
     actions = [

@@ -21,6 +21,7 @@ from app.followups.triggers import (
     event_signal,
     no_open_signal,
     plan_actions,
+    spelled_as_sent,
 )
 from app.models import Message, User
 
@@ -90,7 +91,7 @@ def _row(
 ) -> PreviewRow:
     values = {
         "subject": message.subject,
-        "recipient": recipient or ", ".join(message.recipients),
+        "recipient": spelled_as_sent(message, recipient),
         "signal": signal.text,
     }
     planned = plan_actions(rule["actions"], values, signal.at, schedule)

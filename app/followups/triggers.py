@@ -208,3 +208,10 @@ def counted_events_by_recipient(
         return [(recipient_of(message.recipients), counted(None))]
     # A copy's events name its recipient as spelled in the copy.
     return [(c.recipient_key, counted(c.recipient)) for c in message.copies]
+
+
+def spelled_as_sent(message: Message, recipient: str) -> str:
+    """A firing's recipient (lower case; '' for everyone) as the message spells it."""
+    if not recipient:
+        return ", ".join(message.recipients)
+    return next((r for r in message.recipients if r.lower() == recipient), recipient)
