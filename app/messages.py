@@ -111,13 +111,19 @@ def register_message(
         sender_ip=sender_ip,
     )
     per_recipient = data.get("per_recipient", False)
-    if per_recipient:
-        _check_copies(data, len(message.recipients))
+    if per_recipient and len(message.recipients) > MAX_COPIES:
+        raise _too_many_copies(
+            f"one copy per recipient is for at most {MAX_COPIES} recipients, and "
+            f"this message has {len(message.recipients)}"
+        )
     session.add(message)
     links: list[Link] = []
+    destination_chars = 0
 
     def link_for(destination: str) -> str:
-        if sum(len(link.url) for link in links) + len(destination) > MAX_LINK_CHARS:
+        nonlocal destination_chars
+        destination_chars += len(destination)
+        if destination_chars > MAX_LINK_CHARS:
             raise LinksTooLong(destination[:100])
         link = Link(
             message=message, token=new_token(), url=destination, position=len(links)
@@ -150,22 +156,6 @@ def register_message(
 _TRACKED_TOKEN = re.compile(
     f"({re.escape(PIXEL_PREFIX)}|{re.escape(LINK_PREFIX)})([0-9a-z]{{{TOKEN_LENGTH}}})"
 )
-
-
-def _check_copies(data: dict[str, Any], recipients: int) -> None:
-    """A 422 before any work when copies would be too many or too large."""
-    if recipients > MAX_COPIES:
-        raise _too_many_copies(
-            f"one copy per recipient is for at most {MAX_COPIES} recipients, and "
-            f"this message has {recipients}"
-        )
-    # The answer holds the message's own copy besides the recipients'.
-    size = _json_size(data.get("html"), data.get("text"))
-    if size * (recipients + 1) > MAX_COPY_BYTES:
-        raise _too_many_copies(
-            f"{recipients} copies of {size:,} bytes make more than "
-            f"{MAX_COPY_BYTES:,} bytes"
-        )
 
 
 def _json_size(*values: str | None) -> int:

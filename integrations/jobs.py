@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -303,18 +304,20 @@ def _counts_of(
         .where(Event.message_id == message_id, Event.counted.is_(True))
         .group_by(Event.recipient, Event.type)
     )
-    whole = {"sent": 1, "open": 0, "click": 0}
-    mine: dict[str, dict[str, int]] = {}
+    whole = _no_events()
+    mine: dict[str, dict[str, int]] = defaultdict(_no_events)
     for recipient, kind, count in rows:
         whole[kind] += int(count)
         if recipient is not None:
-            per = mine.setdefault(recipient.lower(), {"sent": 1, "open": 0, "click": 0})
-            per[kind] += int(count)
+            mine[recipient.lower()][kind] += int(count)
     if not copied:
         return lambda _recipient: whole
-    return lambda recipient: mine.get(
-        recipient.lower(), {"sent": 1, "open": 0, "click": 0}
-    )
+    return lambda recipient: mine.get(recipient.lower(), _no_events())
+
+
+def _no_events() -> dict[str, int]:
+    """Counts of a message sent (an email is one) with nothing seen yet."""
+    return {"sent": 1, "open": 0, "click": 0}
 
 
 def _ledger_row(

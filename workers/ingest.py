@@ -103,25 +103,19 @@ class _Target:
         self.link_id = link.id if link is not None else None
         self.copy = copy
         self.has_copies = has_copies
-        if copy is not None:
-            # A recipient's own copy: its hits are that recipient's, as if the
-            # message had gone to them alone.
-            self.recipient: str | None = copy.recipient[:_RECIPIENT_LIMIT]
-            count = 1
-        elif has_copies:
-            # The message's own copy beside the recipients' (the sender's Sent
-            # folder, or whoever else had it): nobody in particular.
-            self.recipient = None
-            count = len(message.recipients) + 1
-        else:
-            self.recipient = _shared_recipient(message)
-            count = len(message.recipients)
+        copy_recipient = copy.recipient if copy is not None else None
+        self.recipient = _named_recipient(message, copy_recipient, has_copies)
         # What grading reads past events of: the whole message, or one recipient's.
         self.unit: _Unit = (self.message_id, self.recipient)
+        # A copy went to its recipient alone; the message's own copy beside copies
+        # went to the sender's Sent folder, or whoever else had it.
+        reached = len(message.recipients) + (1 if has_copies else 0)
         self.ip_policy = org.ip_policy
         self.location_precision = org.location_precision
         self.facts = MessageFacts(
-            as_utc(message.sent_at) or utcnow(), message.sender_ip, count
+            as_utc(message.sent_at) or utcnow(),
+            message.sender_ip,
+            1 if copy is not None else reached,
         )
 
 
@@ -131,10 +125,17 @@ class _Target:
 _Unit = tuple[int, str | None]
 
 
-def _shared_recipient(message: Message) -> str | None:
-    """Whom the hits of the message's own pixel and links name: its one recipient."""
+def _named_recipient(
+    message: Message, copy_recipient: str | None, has_copies: bool
+) -> str | None:
+    """Whom a hit names: a copy's recipient; for the message's own pixel and links,
+    its one recipient, or nobody in particular when it has several or has copies."""
+    if copy_recipient is not None:
+        return copy_recipient[:_RECIPIENT_LIMIT]
     recipients = message.recipients
-    return recipients[0][:_RECIPIENT_LIMIT] if len(recipients) == 1 else None
+    if has_copies or len(recipients) != 1:
+        return None
+    return recipients[0][:_RECIPIENT_LIMIT]
 
 
 # Whether a message has copies: its units are then told apart in grading.
@@ -354,7 +355,7 @@ def _targets(session: Session, hits: Sequence[dict[str, Any]]) -> dict[str, _Tar
         for message, org, link, copy, has_copies in session.execute(clicks):
             targets[link.token] = _Target(message, org, link, copy, has_copies)
     untracked = _untracked(session, targets)
-    return {k: t for k, t in targets.items() if k not in untracked}
+    return {k: t for k, t in targets.items() if t.unit not in untracked}
 
 
 def _message_ids(
@@ -374,21 +375,23 @@ def _message_ids(
     return set(session.scalars(union_all(*parts)))
 
 
-def _untracked(session: Session, targets: dict[str, _Target]) -> set[str]:
-    """Tokens whose hits are no longer tracked.
+def _untracked(session: Session, targets: dict[str, _Target]) -> set[_Unit]:
+    """Units whose hits are no longer tracked.
 
     A recipient put on the do-not-track list after sending is not tracked either: on
     their own copy, or on the message's own pixel and links, which may be theirs. Nor
     is the message's own pixel once a recipient has been erased from it.
     """
-    gone = {k for k, t in targets.items() if t.copy is None and t.message.erased_count}
+    gone = {
+        t.unit for t in targets.values() if t.copy is None and t.message.erased_count
+    }
     wanted = {
-        token: (
-            target.message.org_id,
-            [target.copy.recipient] if target.copy else target.message.recipients,
+        t.unit: (
+            t.message.org_id,
+            [t.copy.recipient] if t.copy else t.message.recipients,
         )
-        for token, target in targets.items()
-        if token not in gone
+        for t in targets.values()
+        if t.unit not in gone
     }
     return gone | untracked_ids(session, wanted)
 
@@ -425,12 +428,10 @@ def _history(
     for row in session.execute(_RECENT_CLICKS, params):
         if row.first is None:
             continue
-        if row.copy_id is not None:
-            unit = (row.message_id, row.copy_recipient[:_RECIPIENT_LIMIT])
-        elif row.message_id in copied:
-            unit = (row.message_id, None)
-        else:
-            unit = (row.message_id, _shared_recipient(messages[row.message_id]))
+        named = _named_recipient(
+            messages[row.message_id], row.copy_recipient, row.message_id in copied
+        )
+        unit = (row.message_id, named)
         if unit not in history:
             continue  # another recipient's copy, with no hit in this batch
         for at in (row.first, row.last):
